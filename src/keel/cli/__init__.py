@@ -1,0 +1,74 @@
+"""The ``keel`` command line: one thin module per command group.
+
+Each command parses its arguments and calls one ``App`` method. Errors are shown
+once, here at the edge: a ``KeelError`` becomes one line (plus what to do) and
+its exit code; ``KEEL_RAISE_ERRORS=1`` shows the traceback instead.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from ..errors import KeelError
+from . import extract as _extract
+from . import init as _init
+from . import models as _models
+
+app = typer.Typer(
+    name="keel",
+    help="keel: the production runtime for LLM applications.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+_init.register(app)
+_models.register(app)
+_extract.register(app)
+
+
+def _optional_groups() -> None:
+    """Command groups added by later subsystems register themselves if present."""
+    import importlib
+
+    for name in ("kb", "ask", "approvals", "traces", "audit", "serve", "evals", "router_cmd", "keys"):
+        try:
+            module = importlib.import_module(f"{__name__}.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"{__name__}.{name}":
+                raise
+            continue
+        module.register(app)
+
+
+_optional_groups()
+
+
+def main() -> None:
+    try:
+        app(standalone_mode=False)
+    except KeelError as exc:
+        if os.environ.get("KEEL_RAISE_ERRORS") == "1":
+            raise
+        typer.secho(f"error: {exc.message}", err=True, fg="red")
+        if exc.hint:
+            typer.echo(f"  what to do: {exc.hint}", err=True)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        sys.exit(130)
+    except typer.Exit as exc:
+        sys.exit(exc.exit_code)
+    except typer.Abort:
+        typer.echo("aborted", err=True)
+        sys.exit(1)
+    except Exception as exc:  # click usage errors and the like
+        import click
+
+        if isinstance(exc, click.ClickException):
+            exc.show()
+            sys.exit(exc.exit_code)
+        raise

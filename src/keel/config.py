@@ -1,0 +1,242 @@
+"""keel.yaml + KEEL_* environment -> typed settings.
+
+Precedence, highest first: explicit keyword arguments, ``KEEL_*`` environment
+variables (nested with ``__``: ``KEEL_GATEWAY__MAX_RETRIES=5``), ``keel.yaml``,
+defaults. The defaults run with no file and no key: the embedded SmolLM2 model.
+
+Secrets are never written in the file: a model names the environment variable
+that holds its key (``api_key_env: OPENAI_API_KEY``) and keel reads it as a
+``SecretStr`` only when the provider is built.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from .errors import ConfigError, MissingAPIKey
+
+__all__ = [
+    "BreakerSettings",
+    "CacheSettings",
+    "GatewaySettings",
+    "ModelConfig",
+    "Settings",
+    "find_config_file",
+    "load_settings",
+]
+
+CONFIG_FILENAME = "keel.yaml"
+ProviderName = Literal["local", "openai", "anthropic", "fake"]
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Strict):
+    """One model keel may call. Referred to by its key under ``models:``."""
+
+    provider: ProviderName
+    #: the provider's model name ("gpt-4o-mini", "claude-sonnet-4-5"); for local, a label
+    model: str = ""
+    #: local only: a GGUF file; empty means the bundled SmolLM2-135M-Instruct
+    path: str | None = None
+    base_url: str | None = None
+    #: the NAME of the environment variable holding the key, never the key itself
+    api_key_env: str | None = None
+    context_window: int | None = None
+    max_output_tokens: int = 512
+    timeout_s: float | None = None
+    #: price overrides in USD per million tokens (else genai-prices, else 0 for local)
+    input_price_per_mtok: float | None = None
+    output_price_per_mtok: float | None = None
+    #: local only: llama.cpp threads (default: all cores)
+    n_threads: int | None = None
+    #: fake only: scripted replies, consumed in order
+    replies: list[str] = Field(default_factory=list)
+
+    @field_validator("api_key_env")
+    @classmethod
+    def _looks_like_a_name(cls, v: str | None) -> str | None:
+        if v is not None and not v.replace("_", "").isalnum():
+            raise ValueError("api_key_env names an environment variable (e.g. OPENAI_API_KEY), not a key")
+        return v
+
+    def api_key(self, name: str) -> SecretStr | None:
+        """Read the key from the environment; raise if it is named but missing."""
+        if not self.api_key_env:
+            return None
+        value = os.environ.get(self.api_key_env)
+        if not value:
+            raise MissingAPIKey(self.api_key_env, name)
+        return SecretStr(value)
+
+
+class BreakerSettings(_Strict):
+    failure_threshold: int = Field(5, ge=1)
+    reset_timeout_s: float = Field(30.0, gt=0)
+
+
+class CacheSettings(_Strict):
+    enabled: bool = True
+    ttl_s: float | None = 7 * 24 * 3600.0
+
+
+class GatewaySettings(_Strict):
+    timeout_s: float = Field(120.0, gt=0)
+    max_retries: int = Field(3, ge=0)
+    backoff_base_s: float = Field(0.5, ge=0)
+    backoff_max_s: float = Field(20.0, ge=0)
+    breaker: BreakerSettings = BreakerSettings()
+    cache: CacheSettings = CacheSettings()
+
+
+class StructuredSettings(_Strict):
+    max_reasks: int = Field(2, ge=0)
+
+
+def _default_models() -> dict[str, ModelConfig]:
+    return {"local": ModelConfig(provider="local", model="SmolLM2-135M-Instruct")}
+
+
+class Settings(BaseSettings):
+    """All of keel's settings. Build with :func:`load_settings`."""
+
+    model_config = SettingsConfigDict(env_prefix="KEEL_", env_nested_delimiter="__", extra="forbid")
+
+    #: the data directory; every store, cache and trace lives under it
+    home: Path | None = None
+    models: dict[str, ModelConfig] = Field(default_factory=_default_models)
+    #: ordered model chains per role: first is primary, the rest are fallbacks
+    roles: dict[str, list[str]] = Field(default_factory=lambda: {"chat": ["local"], "fast": ["local"]})
+    gateway: GatewaySettings = GatewaySettings()
+    structured: StructuredSettings = StructuredSettings()
+    #: sections owned by later subsystems stay free-form dicts until they land
+    knowledge: dict[str, Any] = Field(default_factory=dict)
+    telemetry: dict[str, Any] = Field(default_factory=dict)
+    budgets: dict[str, Any] = Field(default_factory=dict)
+    limits: dict[str, Any] = Field(default_factory=dict)
+    tools: dict[str, Any] = Field(default_factory=dict)
+    router: dict[str, Any] = Field(default_factory=dict)
+    server: dict[str, Any] = Field(default_factory=dict)
+    jobs: dict[str, Any] = Field(default_factory=dict)
+    guardrails: dict[str, Any] = Field(default_factory=dict)
+
+    #: where the file came from (not a setting; filled by load_settings)
+    config_path: Path | None = Field(default=None, exclude=True)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # file values arrive through init kwargs at lowest priority via load_settings
+        return (env_settings, init_settings)
+
+    @property
+    def data_dir(self) -> Path:
+        if self.home is not None:
+            return self.home
+        base = self.config_path.parent if self.config_path else Path.cwd()
+        return base / ".keel"
+
+    @property
+    def workspace(self) -> Path:
+        env = os.environ.get("KEEL_WORKSPACE")
+        return Path(env) if env else self.data_dir / "workspace"
+
+    def model(self, name: str) -> ModelConfig:
+        """The config of a model by name, or of a ``provider:model`` string."""
+        if name in self.models:
+            return self.models[name]
+        provider, sep, model = name.partition(":")
+        if sep and provider in ("openai", "anthropic", "local", "fake"):
+            key_env = {"openai": "OPENAI_API_KEY", "anthropic": "ANTHROPIC_API_KEY"}.get(provider)
+            return ModelConfig(provider=provider, model=model, api_key_env=key_env)  # type: ignore[arg-type]
+        known = ", ".join(sorted(self.models)) or "none"
+        raise ConfigError(
+            f"unknown model {name!r} (configured: {known})",
+            hint="add it under models: in keel.yaml, or write it as provider:model, e.g. openai:gpt-4o-mini",
+        )
+
+    def chain(self, role: str) -> list[str]:
+        """The ordered model names for a role (chat, fast, judge, ...)."""
+        chain = self.roles.get(role) or self.roles.get("chat") or ["local"]
+        for name in chain:
+            self.model(name)  # fail early on a typo
+        return chain
+
+    def fingerprint(self) -> str:
+        """A hash of the effective configuration, recorded with every decision."""
+        blob = json.dumps(self.model_dump(mode="json", exclude={"config_path"}), sort_keys=True, default=str)
+        return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def find_config_file(start: Path | None = None) -> Path | None:
+    """``KEEL_CONFIG`` if set, else ``keel.yaml`` in the working directory."""
+    env = os.environ.get("KEEL_CONFIG")
+    if env:
+        path = Path(env)
+        if not path.is_file():
+            raise ConfigError(f"KEEL_CONFIG points to {path}, which does not exist", hint="fix or unset KEEL_CONFIG")
+        return path
+    candidate = (start or Path.cwd()) / CONFIG_FILENAME
+    return candidate if candidate.is_file() else None
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path} is not valid YAML: {exc}", hint="fix the file, or run `keel init` for a fresh one")
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} must hold a mapping at the top level", hint="see `keel init` for the layout")
+    return data
+
+
+def _describe(exc: ValidationError, source: str) -> ConfigError:
+    first = exc.errors()[0]
+    where = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    more = f" (and {exc.error_count() - 1} more)" if exc.error_count() > 1 else ""
+    return ConfigError(f"{source}: {where}: {first['msg']}{more}", hint="see `keel init` for a commented example")
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Load settings from ``path`` (or the discovered keel.yaml), env and overrides."""
+    config_path = Path(path) if path else find_config_file()
+    data: dict[str, Any] = {}
+    if config_path is not None:
+        if not config_path.is_file():
+            raise ConfigError(f"config file {config_path} does not exist", hint="run `keel init` to create one")
+        data = _read_yaml(config_path)
+    data.update(overrides)
+    if "home" in data and data["home"] is not None and config_path is not None:
+        home = Path(data["home"]).expanduser()
+        data["home"] = home if home.is_absolute() else config_path.parent / home
+    source = str(config_path) if config_path else "settings"
+    try:
+        settings = Settings(**data)
+    except ValidationError as exc:
+        raise _describe(exc, source) from None
+    settings.config_path = config_path
+    if settings.home is None and os.environ.get("KEEL_HOME"):
+        settings.home = Path(os.environ["KEEL_HOME"])
+    for role in settings.roles:
+        settings.chain(role)
+    return settings

@@ -1,0 +1,269 @@
+"""keel's one exception tree.
+
+Every error keel raises on purpose is a ``KeelError``. Each class carries the
+CLI exit code and the HTTP status it maps to, and every message says what to
+do next. Vendor exceptions (openai, anthropic, chromadb, llama_cpp) are
+translated where they enter keel and never travel further.
+
+    KeelError
+    ├── UserError                  the caller must change something          exit 2
+    │   ├── ConfigError            keel.yaml or KEEL_* is wrong               exit 2
+    │   ├── MissingAPIKey          a named key is not in the environment      exit 2
+    │   ├── MissingDependency      an optional extra is not installed         exit 2
+    │   ├── SchemaError            a schema cannot be loaded or satisfied     exit 2
+    │   └── InputError             a bad argument, document or question       exit 2
+    ├── RunError                   the run could not finish                   exit 1
+    │   ├── ModelError             a model call failed after retries          exit 3
+    │   │   ├── ModelUnavailable   endpoint unreachable / 5xx / timeout
+    │   │   ├── RateLimited        429; carries retry_after
+    │   │   ├── ModelTimeout       the call took longer than its timeout
+    │   │   ├── BadModelResponse   a body that could not be parsed
+    │   │   ├── ModelRefused       4xx that retrying will not fix (not 429)
+    │   │   ├── CircuitOpen        the breaker for this model is open
+    │   │   └── AllModelsFailed    every model of the chain failed
+    │   ├── BudgetExceeded         a budget would be overspent                exit 4
+    │   ├── ValidationFailed       structured output never validated          exit 5
+    │   ├── RetrievalError         the knowledge base could not be read       exit 6
+    │   ├── StoreLocked            another process holds the embedded store   exit 6
+    │   ├── GuardrailBlocked       an input or output guard stopped the run   exit 7
+    │   └── LimitExceeded          steps, tokens, cost or wall time ran out   exit 8
+    └── ApprovalRequired           control flow: a person must approve        exit 10
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = [
+    "AllModelsFailed",
+    "ApprovalRequired",
+    "BadModelResponse",
+    "BudgetExceeded",
+    "CircuitOpen",
+    "ConfigError",
+    "GuardrailBlocked",
+    "InputError",
+    "KeelError",
+    "LimitExceeded",
+    "MissingAPIKey",
+    "MissingDependency",
+    "ModelError",
+    "ModelRefused",
+    "ModelTimeout",
+    "ModelUnavailable",
+    "RateLimited",
+    "RetrievalError",
+    "RunError",
+    "SchemaError",
+    "StoreLocked",
+    "UserError",
+    "ValidationFailed",
+]
+
+
+class KeelError(Exception):
+    """Base of every error keel raises on purpose."""
+
+    exit_code: int = 1
+    http_status: int = 500
+    #: short machine-readable name, used in JSON error bodies
+    code: str = "keel_error"
+
+    def __init__(self, message: str, *, hint: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        #: what the user should do next; shown after the message
+        self.hint = hint
+
+    def __str__(self) -> str:
+        return f"{self.message} ({self.hint})" if self.hint else self.message
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"error": self.code, "message": self.message, "hint": self.hint}
+
+
+# -- mistakes the caller can fix ------------------------------------------------------
+
+
+class UserError(KeelError):
+    exit_code = 2
+    http_status = 400
+    code = "user_error"
+
+
+class ConfigError(UserError):
+    code = "config_error"
+
+
+class MissingAPIKey(UserError):
+    code = "missing_api_key"
+
+    def __init__(self, env_var: str, model: str) -> None:
+        super().__init__(
+            f"model {model!r} needs an API key in the environment variable {env_var}, which is not set",
+            hint=f"export {env_var}=... or use the embedded model 'local', which needs no key",
+        )
+        self.env_var = env_var
+
+
+class MissingDependency(UserError):
+    code = "missing_dependency"
+
+    def __init__(self, what: str, extra: str) -> None:
+        super().__init__(f"{what} is not installed", hint=f'pip install "keel[{extra}]"')
+
+
+class SchemaError(UserError):
+    code = "schema_error"
+
+
+class InputError(UserError):
+    http_status = 422
+    code = "input_error"
+
+
+# -- run errors -----------------------------------------------------------------------
+
+
+class RunError(KeelError):
+    code = "run_error"
+
+
+class ModelError(RunError):
+    exit_code = 3
+    http_status = 502
+    code = "model_error"
+    #: whether the gateway may retry the same model
+    retryable: bool = False
+
+    def __init__(self, message: str, *, model: str | None = None, hint: str | None = None) -> None:
+        super().__init__(message, hint=hint)
+        self.model = model
+
+
+class ModelUnavailable(ModelError):
+    code = "model_unavailable"
+    retryable = True
+
+
+class RateLimited(ModelError):
+    http_status = 429
+    code = "rate_limited"
+    retryable = True
+
+    def __init__(self, message: str, *, model: str | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, model=model, hint="wait and retry, or configure a fallback model")
+        self.retry_after = retry_after
+
+
+class ModelTimeout(ModelError):
+    http_status = 504
+    code = "model_timeout"
+    retryable = True
+
+
+class BadModelResponse(ModelError):
+    code = "bad_model_response"
+    retryable = True
+
+
+class ModelRefused(ModelError):
+    code = "model_refused"
+
+
+class CircuitOpen(ModelError):
+    http_status = 503
+    code = "circuit_open"
+
+    def __init__(self, model: str, retry_in: float) -> None:
+        super().__init__(
+            f"model {model!r} failed repeatedly; its circuit breaker is open for {retry_in:.1f}s more",
+            model=model,
+            hint="configure a fallback model in keel.yaml (roles.chat) or wait for the breaker to close",
+        )
+        self.retry_in = retry_in
+
+
+class AllModelsFailed(ModelError):
+    code = "all_models_failed"
+
+    def __init__(self, errors: list[ModelError]) -> None:
+        detail = "; ".join(f"{e.model}: {e.message}" for e in errors)
+        super().__init__(
+            f"every model in the chain failed: {detail}",
+            hint="check the endpoints with `keel models`, or add a fallback model",
+        )
+        self.errors = errors
+
+
+class BudgetExceeded(RunError):
+    exit_code = 4
+    http_status = 429
+    code = "budget_exceeded"
+
+    def __init__(self, budget: str, limit_usd: float, resets_at: str | None = None) -> None:
+        when = f"; it resets at {resets_at}" if resets_at else ""
+        super().__init__(
+            f"budget {budget!r} (${limit_usd:.4f}) would be exceeded{when}",
+            hint="raise the budget in keel.yaml (budgets:) or wait for it to reset",
+        )
+        self.budget = budget
+        self.limit_usd = limit_usd
+        self.resets_at = resets_at
+
+
+class ValidationFailed(RunError):
+    exit_code = 5
+    http_status = 422
+    code = "validation_failed"
+
+    def __init__(self, message: str, *, raw_output: str, errors: list[str] | None = None) -> None:
+        super().__init__(message, hint="simplify the schema, give clearer text, or use a larger model")
+        self.raw_output = raw_output
+        self.errors = errors or []
+
+
+class RetrievalError(RunError):
+    exit_code = 6
+    http_status = 503
+    code = "retrieval_error"
+
+
+class StoreLocked(RetrievalError):
+    code = "store_locked"
+
+
+class GuardrailBlocked(RunError):
+    exit_code = 7
+    http_status = 400
+    code = "guardrail_blocked"
+
+
+class LimitExceeded(RunError):
+    exit_code = 8
+    http_status = 429
+    code = "limit_exceeded"
+
+    def __init__(self, limit: str, value: float, maximum: float) -> None:
+        super().__init__(
+            f"the run stopped: {limit} reached {value:g} of its limit {maximum:g}",
+            hint=f"raise limits.{limit} in keel.yaml if the task needs more",
+        )
+        self.limit = limit
+
+
+# -- control flow ---------------------------------------------------------------------
+
+
+class ApprovalRequired(KeelError):
+    exit_code = 10
+    http_status = 202
+    code = "approval_required"
+
+    def __init__(self, approval_id: str, tool: str) -> None:
+        super().__init__(
+            f"tool {tool!r} needs a person's approval (id {approval_id})",
+            hint=f"keel approvals approve {approval_id}  or  keel approvals reject {approval_id}",
+        )
+        self.approval_id = approval_id
+        self.tool = tool

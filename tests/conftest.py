@@ -1,0 +1,46 @@
+"""Test-wide guards and fixtures.
+
+- No test reaches the network by accident: sockets may only connect to loopback.
+- Each test gets its own KEEL_HOME and working directory, so no state leaks.
+- The real embedded model is opt-in per test with the ``local_model`` marker.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import socket
+from pathlib import Path
+
+import pytest
+
+_real_connect = socket.socket.connect
+
+
+def _loopback_only(self: socket.socket, address, *args, **kwargs):  # type: ignore[no-untyped-def]
+    if self.family in (socket.AF_INET, socket.AF_INET6):
+        host = address[0]
+        try:
+            ok = ipaddress.ip_address(host).is_loopback
+        except ValueError:
+            ok = host == "localhost"
+        if not ok:
+            raise RuntimeError(f"test tried to reach the network: {address!r}")
+    return _real_connect(self, address, *args, **kwargs)
+
+
+socket.socket.connect = _loopback_only  # type: ignore[method-assign]
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    home = tmp_path / "keel-home"
+    monkeypatch.setenv("KEEL_HOME", str(home))
+    monkeypatch.delenv("KEEL_CONFIG", raising=False)
+    monkeypatch.delenv("KEEL_WORKSPACE", raising=False)
+    monkeypatch.chdir(tmp_path)
+    return home
+
+
+@pytest.fixture
+def keel_home(_isolated_home: Path) -> Path:
+    return _isolated_home
