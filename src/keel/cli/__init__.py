@@ -30,21 +30,20 @@ _models.register(app)
 _extract.register(app)
 
 
-def _optional_groups() -> None:
-    """Command groups added by later subsystems register themselves if present."""
+def _register_all() -> None:
+    """Every module in this package that defines ``register(app)`` adds its commands."""
     import importlib
+    import pkgutil
 
-    for name in ("kb", "ask", "approvals", "traces", "audit", "serve", "evals", "router_cmd", "keys"):
-        try:
-            module = importlib.import_module(f"{__name__}.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"{__name__}.{name}":
-                raise
+    for info in sorted(pkgutil.iter_modules(__path__), key=lambda i: i.name):
+        if info.name.startswith("_") or info.name in ("init", "models", "extract"):
             continue
-        module.register(app)
+        module = importlib.import_module(f"{__name__}.{info.name}")
+        if hasattr(module, "register"):
+            module.register(app)
 
 
-_optional_groups()
+_register_all()
 
 
 def main() -> None:
