@@ -24,11 +24,16 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from .errors import ConfigError, MissingAPIKey
 
 __all__ = [
+    "AlertRule",
+    "AuditSettings",
     "BreakerSettings",
+    "BudgetLimit",
+    "BudgetSettings",
     "CacheSettings",
     "GatewaySettings",
     "ModelConfig",
     "Settings",
+    "TelemetrySettings",
     "find_config_file",
     "load_settings",
 ]
@@ -103,6 +108,77 @@ class StructuredSettings(_Strict):
     max_reasks: int = Field(2, ge=0)
 
 
+class AlertRule(_Strict):
+    """Fire when ``metric`` over the last ``window_s`` seconds crosses ``threshold``.
+
+    Metrics: ``cost_usd`` (sum), ``errors`` (count), ``error_rate`` (errors / calls,
+    only once ``min_calls`` calls were seen), ``calls`` (count).
+    """
+
+    name: str
+    metric: Literal["cost_usd", "errors", "error_rate", "calls"]
+    threshold: float = Field(ge=0)
+    window_s: float = Field(300.0, gt=0)
+    min_calls: int = Field(20, ge=1)
+
+
+class AuditSettings(_Strict):
+    enabled: bool = True
+    #: delete records older than this many days (the chain stays verifiable); None keeps all
+    retention_days: float | None = Field(None, gt=0)
+    #: False: keep only a sha256 of the text fields (question, answer, source text, ...)
+    store_text: bool = True
+    text_keys: list[str] = Field(default_factory=lambda: [
+        "question", "answer", "text", "content", "prompt", "messages", "input", "output", "comment"])
+
+
+class TelemetrySettings(_Strict):
+    """Traces, costs, feedback, audit, metrics and alerts (keel.telemetry)."""
+
+    enabled: bool = True
+    #: SQLAlchemy URL of the trace store; None means SQLite (WAL) at <home>/telemetry.sqlite3
+    database_url: str | None = None
+    #: OTLP/HTTP traces endpoint, e.g. http://127.0.0.1:6006/v1/traces (Phoenix) or a collector's
+    otlp_endpoint: str | None = None
+    otlp_headers: dict[str, str] = Field(default_factory=dict)
+    #: False: spans carry no prompt or answer text, only sizes, tokens and costs
+    capture_content: bool = True
+    service_name: str = "keel"
+    audit: AuditSettings = AuditSettings()
+    #: alert rules, evaluated on every model call; sent to the log and to webhook_url
+    alerts: list[AlertRule] = Field(default_factory=list)
+    webhook_url: str | None = None
+
+
+class BudgetLimit(_Strict):
+    """At most ``usd`` per ``scope`` (per request id, session id, user id, tenant id, or all
+    traffic) in each ``per`` window (UTC-aligned), or in total when ``per`` is None."""
+
+    scope: Literal["request", "session", "user", "tenant", "global"]
+    usd: float = Field(ge=0)
+    per: Literal["minute", "hour", "day", "week", "month"] | None = None
+
+
+class BudgetSettings(_Strict):
+    """Hard spend limits enforced by the gateway before each model call (keel.telemetry.budgets)."""
+
+    #: sqlite: counters in <home>/budgets.sqlite3 (one machine); redis: shared by every replica
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    limits: list[BudgetLimit] = Field(default_factory=list)
+    #: shorthands for an all-time limit per scope
+    request_usd: float | None = Field(None, ge=0)
+    session_usd: float | None = Field(None, ge=0)
+    user_usd: float | None = Field(None, ge=0)
+    tenant_usd: float | None = Field(None, ge=0)
+
+    def all_limits(self) -> list[BudgetLimit]:
+        short = [("request", self.request_usd), ("session", self.session_usd), ("user", self.user_usd),
+                 ("tenant", self.tenant_usd)]
+        extra = [BudgetLimit(scope=s, usd=v) for s, v in short if v is not None]  # type: ignore[arg-type]
+        return [*self.limits, *extra]
+
+
 def _default_models() -> dict[str, ModelConfig]:
     return {"local": ModelConfig(provider="local", model="SmolLM2-135M-Instruct")}
 
@@ -121,8 +197,8 @@ class Settings(BaseSettings):
     structured: StructuredSettings = StructuredSettings()
     #: sections owned by later subsystems stay free-form dicts until they land
     knowledge: dict[str, Any] = Field(default_factory=dict)
-    telemetry: dict[str, Any] = Field(default_factory=dict)
-    budgets: dict[str, Any] = Field(default_factory=dict)
+    telemetry: TelemetrySettings = TelemetrySettings()
+    budgets: BudgetSettings = BudgetSettings()
     limits: dict[str, Any] = Field(default_factory=dict)
     tools: dict[str, Any] = Field(default_factory=dict)
     router: dict[str, Any] = Field(default_factory=dict)
