@@ -31,8 +31,13 @@ __all__ = [
     "BudgetSettings",
     "CacheSettings",
     "GatewaySettings",
+    "GuardrailSettings",
+    "LimitSettings",
     "ModelConfig",
+    "RouterSettings",
     "Settings",
+    "ToolOverride",
+    "ToolSettings",
     "TelemetrySettings",
     "find_config_file",
     "load_settings",
@@ -179,6 +184,55 @@ class BudgetSettings(_Strict):
         return [*self.limits, *extra]
 
 
+class LimitSettings(_Strict):
+    """Bounds on one request's run; reaching one ends it with LimitExceeded, never a hang."""
+
+    max_steps: int = Field(8, ge=1)
+    max_tokens: int = Field(32_000, ge=1)
+    max_cost_usd: float = Field(0.10, ge=0)
+    max_wall_s: float = Field(180.0, gt=0)
+    recursion_limit: int = Field(60, ge=5)
+
+
+class ToolOverride(_Strict):
+    risk: Literal["read", "write", "destructive"] | None = None
+    require_approval: bool | None = None
+    timeout_s: float | None = Field(None, gt=0)
+    retries: int | None = Field(None, ge=0)
+
+
+class ToolSettings(_Strict):
+    #: built-in tools offered to the agent; empty list offers none
+    enabled: list[str] = Field(default_factory=lambda: [
+        "search_knowledge", "calculator", "list_files", "read_file", "delete_file"])
+    timeout_s: float = Field(10.0, gt=0)
+    retries: int = Field(1, ge=0)
+    #: tools that pause for a person besides every destructive one
+    require_approval: list[str] = Field(default_factory=list)
+    approval_ttl_s: float = Field(3600.0, gt=0)
+    per_tool: dict[str, ToolOverride] = Field(default_factory=dict)
+
+
+class RouterSettings(_Strict):
+    #: ask the judge model when the classifier's top probability is below this
+    judge_below: float = Field(0.55, ge=0, le=1)
+    judge: bool = True
+    #: questions with more words than this take the agent loop
+    long_question_words: int = Field(60, ge=5)
+
+
+class GuardrailSettings(_Strict):
+    min_groundedness: float = Field(0.75, ge=0, le=1)
+    #: share of a sentence's content words one source must hold for the sentence to count as supported
+    sentence_support: float = Field(0.6, ge=0, le=1)
+    max_reasks: int = Field(1, ge=0, le=3)
+    max_input_chars: int = Field(8000, ge=10)
+    #: regular expressions that block a question outright
+    block_patterns: list[str] = Field(default_factory=list)
+    #: retrieved chunks scoring below this are ignored
+    min_source_score: float = 0.0
+
+
 def _default_models() -> dict[str, ModelConfig]:
     return {"local": ModelConfig(provider="local", model="SmolLM2-135M-Instruct")}
 
@@ -199,12 +253,12 @@ class Settings(BaseSettings):
     knowledge: dict[str, Any] = Field(default_factory=dict)
     telemetry: TelemetrySettings = TelemetrySettings()
     budgets: BudgetSettings = BudgetSettings()
-    limits: dict[str, Any] = Field(default_factory=dict)
-    tools: dict[str, Any] = Field(default_factory=dict)
-    router: dict[str, Any] = Field(default_factory=dict)
+    limits: LimitSettings = LimitSettings()
+    tools: ToolSettings = ToolSettings()
+    router: RouterSettings = RouterSettings()
     server: dict[str, Any] = Field(default_factory=dict)
     jobs: dict[str, Any] = Field(default_factory=dict)
-    guardrails: dict[str, Any] = Field(default_factory=dict)
+    guardrails: GuardrailSettings = GuardrailSettings()
 
     #: where the file came from (not a setting; filled by load_settings)
     config_path: Path | None = Field(default=None, exclude=True)
