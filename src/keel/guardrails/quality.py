@@ -1,0 +1,123 @@
+"""The quality guardrail: is this answer fit to hand over?
+
+:meth:`QualityGuard.check` runs every check (groundedness when there are
+sources, the schema when one was asked for, secrets, personal data) and says
+what failed. The graph decides what to do with a failure: re-ask once with
+the problems, then fall back to :func:`extractive_answer` (the sources' own
+sentences, quoted with citations), or refuse. An answer is never reported as
+grounded unless the scorer found it so.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from ..config import GuardrailSettings
+from ..structured.schema import OutputSchema, SchemaMismatch
+from .grounding import Grounding, content_words, score_groundedness, split_sentences
+from .leaks import find_pii, find_secrets, new_findings, redact
+
+__all__ = ["Check", "QualityGuard", "QualityReport", "extractive_answer", "is_non_answer"]
+
+GroundingScorer = Callable[[str, Sequence[str]], Grounding]
+_NON_ANSWER = re.compile(r"(?i)^\W*(i don'?t know|i do not know|i'?m not sure|i cannot answer|no answer)\b")
+
+
+@dataclass
+class Check:
+    name: str
+    passed: bool
+    detail: str = ""
+    score: float | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.name, "passed": self.passed, "detail": self.detail}
+        if self.score is not None:
+            out["score"] = self.score
+        return out
+
+
+@dataclass
+class QualityReport:
+    checks: list[Check]
+    groundedness: float | None
+    problems: list[str] = field(default_factory=list)
+    grounding: Grounding | None = None
+
+    @property
+    def passed(self) -> bool:
+        return all(c.passed for c in self.checks)
+
+
+def is_non_answer(text: str) -> bool:
+    return not text.strip() or bool(_NON_ANSWER.match(text))
+
+
+class QualityGuard:
+    def __init__(self, settings: GuardrailSettings, scorer: GroundingScorer | None = None) -> None:
+        self.settings = settings
+        self.scorer = scorer or (lambda answer, sources: score_groundedness(
+            answer, sources, threshold=settings.sentence_support))
+
+    def check(self, answer: str, *, question: str, sources: Sequence[str],
+              schema: dict[str, Any] | None = None) -> QualityReport:
+        checks: list[Check] = []
+        problems: list[str] = []
+        grounding = None
+        if sources:
+            grounding = self.scorer(answer, sources)
+            ok = grounding.score >= self.settings.min_groundedness and not is_non_answer(answer)
+            detail = f"{sum(s.supported for s in grounding.sentences)}/{len(grounding.sentences)} sentences supported"
+            checks.append(Check("groundedness", ok, detail, grounding.score))
+            problems += grounding.problems() if not ok else []
+            if is_non_answer(answer):
+                problems.append("the answer says it does not know although sources were found")
+        if schema is not None:
+            checks.append(self._schema(answer, schema, problems))
+        for name, findings in (("secrets", find_secrets(answer)), ("pii", find_pii(answer))):
+            leaked = new_findings(findings, question)
+            checks.append(Check(name, not leaked, ", ".join(f.describe() for f in leaked)))
+            problems += [f"the answer must not contain {f.kind}" for f in leaked]
+        return QualityReport(checks, grounding.score if grounding else None, problems, grounding)
+
+    @staticmethod
+    def _schema(answer: str, schema: dict[str, Any], problems: list[str]) -> Check:
+        try:
+            OutputSchema.from_json_schema(schema).validate(json.loads(answer))
+        except json.JSONDecodeError as exc:
+            problems.append(f"the answer is not JSON: {exc}")
+            return Check("schema", False, "not JSON")
+        except SchemaMismatch as exc:
+            problems += exc.errors
+            return Check("schema", False, "; ".join(exc.errors))
+        return Check("schema", True)
+
+
+def extractive_answer(question: str, sources: Sequence[dict[str, Any]], *, max_quotes: int = 2) -> str:
+    """The sources' own best sentences for the question, quoted with citations.
+
+    Scores each sentence of each source by its overlap with the question's
+    content words; quotes the best sentence of the best sources, redacting any
+    secret or personal data.
+    """
+    wanted = content_words(question)
+    scored: list[tuple[float, int, str]] = []
+    for n, source in enumerate(sources, 1):
+        best = max(((len(content_words(s) & wanted), s) for s in split_sentences(source.get("text", ""))),
+                   default=(0, ""))
+        if best[1]:
+            scored.append((best[0] + float(source.get("score") or 0) * 1e-3, n, best[1]))
+    quotes = sorted(scored, key=lambda t: -t[0])[:max_quotes]
+    if not quotes:
+        return ""
+    text = " ".join(f"\u201c{_trim(q)}\u201d [{n}]" for _, n, q in sorted(quotes, key=lambda t: t[1]))
+    return redact(f"From the sources: {text}", find_secrets(text) + find_pii(text))
+
+
+def _trim(sentence: str, limit: int = 400) -> str:
+    sentence = " ".join(sentence.split())
+    return sentence if len(sentence) <= limit else sentence[: limit - 1].rstrip() + "\u2026"
