@@ -7,17 +7,21 @@ nothing heavy (a model, a store) is loaded until a call needs it.
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
 from .config import Settings, load_settings
 from .models.base import Provider
 from .models.cache import SQLiteCache
-from .models.gateway import Gateway
+from .models.gateway import BudgetHook, Gateway
 from .models.registry import build_providers
 from .structured import ExtractResult, OutputSchema, extract
+
+if TYPE_CHECKING:
+    from .telemetry import Telemetry
 
 __all__ = ["App"]
 
@@ -46,7 +50,27 @@ class App:
         cache = None
         if self.settings.gateway.cache.enabled:
             cache = SQLiteCache(self.data_dir / "cache.sqlite3", ttl_s=self.settings.gateway.cache.ttl_s)
-        return Gateway.from_settings(self.settings, self.providers, cache=cache)
+        gateway = Gateway.from_settings(self.settings, self.providers, cache=cache, budget=self.budget)
+        return self.telemetry.attach(gateway)
+
+    @functools.cached_property
+    def telemetry(self) -> Telemetry:
+        """Traces, costs, feedback, audit ledger, metrics and alerts (``telemetry:`` settings)."""
+        from .telemetry import Telemetry
+
+        return Telemetry(self.settings)
+
+    @functools.cached_property
+    def budget(self) -> BudgetHook:
+        """The gateway's budget hook (``budgets:`` settings); a no-op when no limit is set."""
+        from .telemetry.budgets import build_budgets
+
+        return build_budgets(self.settings, on_reject=self.telemetry.metrics.observe_budget_rejection)
+
+    @property
+    def audit(self) -> Callable[[str, dict[str, Any]], None]:
+        """The graph's ``audit(event, data)``: appends one record to the hash-chained ledger."""
+        return self.telemetry.audit_hook  # type: ignore[no-any-return]
 
     # -- jobs ------------------------------------------------------------------------
 

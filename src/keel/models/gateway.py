@@ -22,6 +22,7 @@ from typing import Any, Protocol
 
 from ..config import GatewaySettings, Settings
 from ..errors import AllModelsFailed, CircuitOpen, ModelError, RateLimited
+from ..telemetry.spans import mark_error, model_span, set_model_response
 from .base import ChatRequest, ChatResponse, Provider, StreamChunk, Usage, estimate_request_tokens
 from .breaker import CircuitBreaker
 from .cache import ResponseCache
@@ -195,25 +196,29 @@ class Gateway:
             attempt += 1
             if not handle.breaker.allow():
                 raise CircuitOpen(handle.name, handle.breaker.retry_in())
-            reservation = self._reserve(handle, request)
-            started = time.perf_counter()
-            try:
-                response = handle.provider.chat(request, timeout=timeout)
-            except ModelError as exc:
-                self.budget.settle(reservation, 0.0)
-                handle.breaker.record_failure()
-                self._emit(CallRecord(handle.name, False, attempt, _ms(started), error=exc.code,
-                                      metadata=request.metadata))
-                delay = self._backoff(attempt, exc)
-                if delay is None:
+            with model_span(handle.name, handle.provider.name, request, attempt) as span:
+                reservation = self._reserve(handle, request)
+                started = time.perf_counter()
+                try:
+                    response = handle.provider.chat(request, timeout=timeout)
+                except ModelError as exc:
+                    self.budget.settle(reservation, 0.0)
+                    handle.breaker.record_failure()
+                    self._emit(CallRecord(handle.name, False, attempt, _ms(started), error=exc.code,
+                                          metadata=request.metadata))
+                    delay = self._backoff(attempt, exc)
+                    if delay is None:
+                        raise
+                    mark_error(span, exc)
+                except BaseException:
+                    self.budget.settle(reservation, 0.0)
                     raise
-                self._sleep(delay)
-                continue
-            except BaseException:
-                self.budget.settle(reservation, 0.0)
-                raise
-            handle.breaker.record_success()
-            return self._account(handle, request, response, reservation, started, attempt)
+                else:
+                    handle.breaker.record_success()
+                    response = self._account(handle, request, response, reservation, started, attempt)
+                    set_model_response(span, response, handle.pricer)
+                    return response
+            self._sleep(delay)
 
     def _account(self, handle: ModelHandle, request: ChatRequest, response: ChatResponse, reservation: Any,
                  started: float, attempt: int) -> ChatResponse:
@@ -235,36 +240,40 @@ class Gateway:
             attempt += 1
             if not handle.breaker.allow():
                 raise CircuitOpen(handle.name, handle.breaker.retry_in())
-            reservation = self._reserve(handle, request)
-            started = time.perf_counter()
-            parts: list[str] = []
-            usage = Usage()
-            finish = "stop"
-            try:
-                for chunk in handle.provider.stream(request, timeout=timeout):
-                    if chunk.text:
-                        parts.append(chunk.text)
-                    if chunk.usage is not None:
-                        usage = chunk.usage
-                    finish = chunk.finish_reason or finish
-                    yield chunk
-            except ModelError as exc:
-                self.budget.settle(reservation, 0.0)
-                handle.breaker.record_failure()
-                self._emit(CallRecord(handle.name, False, attempt, _ms(started), error=exc.code,
-                                      metadata=request.metadata))
-                delay = None if parts else self._backoff(attempt, exc)
-                if delay is None:
+            with model_span(handle.name, handle.provider.name, request, attempt, current=False) as span:
+                reservation = self._reserve(handle, request)
+                started = time.perf_counter()
+                parts: list[str] = []
+                usage = Usage()
+                finish = "stop"
+                try:
+                    for chunk in handle.provider.stream(request, timeout=timeout):
+                        if chunk.text:
+                            parts.append(chunk.text)
+                        if chunk.usage is not None:
+                            usage = chunk.usage
+                        finish = chunk.finish_reason or finish
+                        yield chunk
+                except ModelError as exc:
+                    self.budget.settle(reservation, 0.0)
+                    handle.breaker.record_failure()
+                    self._emit(CallRecord(handle.name, False, attempt, _ms(started), error=exc.code,
+                                          metadata=request.metadata))
+                    delay = None if parts else self._backoff(attempt, exc)
+                    if delay is None:
+                        raise
+                    mark_error(span, exc)
+                except BaseException:
+                    self.budget.settle(reservation, 0.0)
                     raise
-                self._sleep(delay)
-                continue
-            except BaseException:
-                self.budget.settle(reservation, 0.0)
-                raise
-            handle.breaker.record_success()
-            response = ChatResponse(text="".join(parts), model=handle.name, usage=usage, finish_reason=finish)
-            self._account(handle, request, response, reservation, started, attempt)
-            return
+                else:
+                    handle.breaker.record_success()
+                    response = ChatResponse(text="".join(parts), model=handle.name, usage=usage,
+                                            finish_reason=finish)
+                    self._account(handle, request, response, reservation, started, attempt)
+                    set_model_response(span, response, handle.pricer)
+                    return
+            self._sleep(delay)
 
     def _emit(self, record: CallRecord) -> None:
         for observer in list(self.observers):

@@ -1,0 +1,46 @@
+"""Monitoring: traces, costs, budgets, alerts, feedback, the audit ledger, metrics.
+
+    setup_tracing(settings.telemetry, ...)   one TracerProvider, spans -> trace store / OTLP
+    spans.*                                  GenAI + OpenInference attributes on spans
+    Telemetry(settings)                      the App's monitoring: .traces .costs .feedback
+                                             .audit .metrics .alerts, .attach(gateway)
+    Budgets / build_budgets(settings)        the gateway's BudgetHook (SQLite or Redis)
+    AuditLedger                              hash-chained decision records; .append(event, data)
+
+Names are imported on first use, so ``keel.models.gateway`` can import the span
+helpers without loading the database layer.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+__all__ = [
+    "AlertManager",
+    "AuditLedger",
+    "Budgets",
+    "CostStore",
+    "FeedbackStore",
+    "Metrics",
+    "Telemetry",
+    "TraceStore",
+    "build_budgets",
+    "no_audit",
+    "setup_tracing",
+    "shutdown_tracing",
+    "verify_records",
+]
+
+_WHERE = {
+    "AlertManager": "alerts", "AuditLedger": "audit", "verify_records": "audit", "Budgets": "budgets",
+    "build_budgets": "budgets", "CostStore": "costs", "FeedbackStore": "feedback", "Metrics": "metrics",
+    "Telemetry": "_telemetry", "no_audit": "_telemetry", "TraceStore": "traces", "setup_tracing": "tracing",
+    "shutdown_tracing": "tracing",
+}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _WHERE:
+        return getattr(importlib.import_module(f"{__name__}.{_WHERE[name]}"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

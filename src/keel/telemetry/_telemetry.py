@@ -1,0 +1,116 @@
+"""``Telemetry``: the monitoring half of an App, built from ``telemetry:`` settings.
+
+It owns the telemetry database (trace store, costs, feedback, audit ledger),
+the metrics registry and the alert rules, and plugs into a gateway as one
+observer (costs + metrics + alerts per model attempt) after routing
+OpenTelemetry spans to the trace store (and OTLP, if configured).
+Everything that touches the database is built on first use.
+"""
+
+from __future__ import annotations
+
+import functools
+import threading
+from typing import Any
+
+from ..config import Settings
+from ..models.gateway import CallRecord, Gateway
+from ._db import default_url, open_engine
+from ._writer import BatchWriter
+from .alerts import AlertManager
+from .audit import AuditLedger
+from .costs import CostStore
+from .feedback import FeedbackStore
+from .metrics import Metrics
+from .traces import StoreSpanProcessor, TraceStore
+from .tracing import setup_tracing
+
+__all__ = ["Telemetry", "no_audit"]
+
+_writers: dict[str, BatchWriter] = {}
+_guard = threading.Lock()
+
+
+def no_audit(event: str, data: dict[str, Any]) -> None:
+    """The audit callable when the ledger is switched off (telemetry.audit.enabled: false)."""
+    return None
+
+
+def _writer_for(url: str) -> BatchWriter:
+    with _guard:
+        if url not in _writers:
+            _writers[url] = BatchWriter(open_engine(url))
+        return _writers[url]
+
+
+class Telemetry:
+    def __init__(self, settings: Settings) -> None:
+        self.settings = settings
+        self.config = settings.telemetry
+        self.url = self.config.database_url or default_url(settings.data_dir)
+        self.metrics = Metrics()
+        self.alerts = AlertManager(self.config.alerts, webhook_url=self.config.webhook_url, metrics=self.metrics)
+
+    @property
+    def enabled(self) -> bool:
+        return self.config.enabled
+
+    @functools.cached_property
+    def writer(self) -> BatchWriter:
+        return _writer_for(self.url)
+
+    @property
+    def engine(self) -> Any:
+        return self.writer.engine
+
+    @functools.cached_property
+    def traces(self) -> TraceStore:
+        return TraceStore(self.engine, self.writer)
+
+    @functools.cached_property
+    def costs(self) -> CostStore:
+        return CostStore(self.engine, self.writer)
+
+    @functools.cached_property
+    def feedback(self) -> FeedbackStore:
+        return FeedbackStore(self.engine, self.traces)
+
+    @functools.cached_property
+    def audit(self) -> AuditLedger:
+        ledger = AuditLedger(self.engine, self.config.audit)
+        ledger.prune()
+        return ledger
+
+    @property
+    def audit_hook(self) -> Any:
+        """What the graph calls as ``audit(event, data)``."""
+        return self.audit if self.config.audit.enabled else no_audit
+
+    def setup_tracing(self) -> None:
+        """Route OpenTelemetry spans to this trace store (and OTLP); idempotent."""
+        processor = StoreSpanProcessor(self.writer) if self.enabled else None
+        setup_tracing(self.config, processor, key=self.url)
+
+    def observe(self, record: CallRecord) -> None:
+        """Gateway observer: cost row, metrics and alert rules for one attempt."""
+        self.costs.record(record)
+        self.metrics.observe_call(record)
+        self.alerts.observe(record)
+
+    def attach(self, gateway: Gateway) -> Gateway:
+        """Trace and account every call of ``gateway`` (no-op while telemetry is off)."""
+        self.setup_tracing()
+        if self.enabled and self.observe not in gateway.observers:
+            gateway.observers.append(self.observe)
+        return gateway
+
+    def flush(self) -> None:
+        """Write everything queued (spans, cost rows) and wait for alert webhooks."""
+        from opentelemetry import trace
+
+        provider = trace.get_tracer_provider()
+        if hasattr(provider, "force_flush"):
+            provider.force_flush()
+        if "writer" in self.__dict__:
+            self.writer.flush()
+        self.alerts.wait()

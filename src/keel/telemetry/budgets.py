@@ -1,0 +1,267 @@
+"""Budgets that stop runaway spend: reserve the worst case before a call, settle after.
+
+The gateway calls :meth:`Budgets.reserve` with the most a call could cost (every
+input token, every allowed output token). Every budget that applies to the
+request (per request, session, user, tenant id, or all traffic, optionally per
+UTC-aligned minute/hour/day/week/month) must have room for it; the check and
+the reservation are one atomic step, so concurrent calls cannot overspend
+together. After the call :meth:`Budgets.settle` releases the reservation and
+charges the real cost.
+
+Amounts are integers of 1e-9 USD, so sums are exact in SQL, Redis and Lua.
+Backends: SQLite (``BEGIN IMMEDIATE``: one writer at a time, across processes
+on one machine) and Redis (one Lua script: atomic across every replica).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+from ..config import BudgetLimit, Settings
+from ..errors import BudgetExceeded, ConfigError, MissingDependency
+from ..models.gateway import BudgetHook, NoBudget
+
+__all__ = ["Budgets", "RedisCounters", "Reservation", "SQLiteCounters", "build_budgets", "window"]
+
+NANO = 1_000_000_000
+_SCOPE_KEYS = {"request": "request_id", "session": "session_id", "user": "user_id", "tenant": "tenant_id"}
+
+
+def to_nano(usd: float) -> int:
+    return round(usd * NANO)
+
+
+@dataclass(frozen=True)
+class Check:
+    """One budget that applies to one call: its counter key, limit and reset time."""
+
+    key: str
+    name: str
+    limit: int
+    resets_at: datetime | None
+
+    def ttl_s(self, now: datetime) -> int:
+        """Counters of a window expire a day after it ends; all-time counters never (0)."""
+        return int((self.resets_at - now).total_seconds()) + 86400 if self.resets_at else 0
+
+
+@dataclass(frozen=True)
+class Reservation:
+    checks: tuple[Check, ...]
+    amount: int
+
+
+def window(per: str | None, now: datetime) -> tuple[str, datetime | None]:
+    """(label, end) of the UTC-aligned window holding ``now``; ("total", None) without one."""
+    if per is None:
+        return "total", None
+    if per == "minute":
+        start = now.replace(second=0, microsecond=0)
+        return start.strftime("%Y%m%dT%H%M"), start + timedelta(minutes=1)
+    if per == "hour":
+        start = now.replace(minute=0, second=0, microsecond=0)
+        return start.strftime("%Y%m%dT%H"), start + timedelta(hours=1)
+    day = now.replace(hour=0, minute=0, second=0, microsecond=0)
+    if per == "day":
+        return day.strftime("%Y%m%d"), day + timedelta(days=1)
+    if per == "week":
+        start = day - timedelta(days=day.weekday())
+        return start.strftime("%GW%V"), start + timedelta(days=7)
+    start = day.replace(day=1)
+    end = (start + timedelta(days=32)).replace(day=1)
+    return start.strftime("%Y%m"), end
+
+
+class Counters(Protocol):
+    def reserve(self, checks: tuple[Check, ...], amount: int, now: datetime) -> Check | None:
+        """Reserve ``amount`` on every check atomically, or return the first without room."""
+        ...
+
+    def settle(self, reservation: Reservation, actual: int) -> None: ...
+
+    def used(self, key: str) -> tuple[int, int]:
+        """(spent, reserved) of one counter."""
+        ...
+
+
+class Budgets:
+    """The gateway's BudgetHook: every configured limit, over a counter backend."""
+
+    def __init__(self, limits: list[BudgetLimit], counters: Counters, *,
+                 on_reject: Callable[[str], None] | None = None,
+                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+        self.limits = limits
+        self.counters = counters
+        self.on_reject = on_reject
+        self.clock = clock
+
+    def checks(self, metadata: Mapping[str, str], now: datetime) -> tuple[Check, ...]:
+        """The budgets that apply to a request with this metadata."""
+        found = []
+        for limit in self.limits:
+            ident = "all" if limit.scope == "global" else metadata.get(_SCOPE_KEYS[limit.scope])
+            if not ident:
+                continue  # no user id, no per-user budget to charge
+            label, resets_at = window(limit.per, now)
+            name = f"{limit.scope}:{ident}" + (f" per {limit.per}" if limit.per else "")
+            found.append(Check(f"keel:budget:{limit.scope}:{ident}:{limit.per or 'total'}:{label}",
+                               name, to_nano(limit.usd), resets_at))
+        return tuple(found)
+
+    def reserve(self, *, model: str, max_cost_usd: float, metadata: dict[str, str]) -> Reservation | None:
+        now = self.clock()
+        checks = self.checks(metadata, now)
+        if not checks:
+            return None
+        amount = to_nano(max_cost_usd)
+        refused = self.counters.reserve(checks, amount, now)
+        if refused is not None:
+            if self.on_reject:
+                self.on_reject(refused.name.split(":", 1)[0])
+            resets = refused.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ") if refused.resets_at else None
+            raise BudgetExceeded(refused.name, refused.limit / NANO, resets)
+        return Reservation(checks, amount)
+
+    def settle(self, reservation: Any, cost_usd: float) -> None:
+        if reservation is not None:
+            self.counters.settle(reservation, to_nano(cost_usd))
+
+    def usage(self, metadata: Mapping[str, str]) -> list[dict[str, Any]]:
+        """Each budget that applies to ``metadata``: limit, spent, reserved, left, reset time."""
+        rows = []
+        for check in self.checks(metadata, self.clock()):
+            spent, reserved = self.counters.used(check.key)
+            rows.append({"budget": check.name, "limit_usd": check.limit / NANO, "spent_usd": spent / NANO,
+                         "reserved_usd": reserved / NANO, "left_usd": (check.limit - spent - reserved) / NANO,
+                         "resets_at": check.resets_at.isoformat() if check.resets_at else None})
+        return rows
+
+
+class SQLiteCounters:
+    """Counters in a SQLite file; BEGIN IMMEDIATE makes check-and-reserve one step."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._local = threading.local()
+        with self._conn() as conn:
+            conn.execute("CREATE TABLE IF NOT EXISTS budget_counters (key TEXT PRIMARY KEY, "
+                         "spent INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0, expires_at REAL)")
+
+    def _conn(self) -> sqlite3.Connection:
+        conn = getattr(self._local, "conn", None)
+        if conn is None:
+            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            self._local.conn = conn
+        return conn
+
+    def reserve(self, checks: tuple[Check, ...], amount: int, now: datetime) -> Check | None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            for check in checks:
+                row = conn.execute("SELECT spent + reserved FROM budget_counters WHERE key = ?",
+                                   (check.key,)).fetchone()
+                if (row[0] if row else 0) + amount > check.limit:
+                    conn.execute("ROLLBACK")
+                    return check
+            for check in checks:
+                expires = now.timestamp() + check.ttl_s(now) if check.resets_at else None
+                conn.execute("INSERT INTO budget_counters (key, reserved, expires_at) VALUES (?, ?, ?) "
+                             "ON CONFLICT(key) DO UPDATE SET reserved = reserved + excluded.reserved",
+                             (check.key, amount, expires))
+            conn.execute("DELETE FROM budget_counters WHERE expires_at < ?", (now.timestamp(),))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        return None
+
+    def settle(self, reservation: Reservation, actual: int) -> None:
+        conn = self._conn()
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            conn.executemany("UPDATE budget_counters SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
+                             [(reservation.amount, actual, c.key) for c in reservation.checks])
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    def used(self, key: str) -> tuple[int, int]:
+        row = self._conn().execute("SELECT spent, reserved FROM budget_counters WHERE key = ?", (key,)).fetchone()
+        return (row[0], row[1]) if row else (0, 0)
+
+
+_RESERVE_LUA = """
+local amount = tonumber(ARGV[1])
+for i, key in ipairs(KEYS) do
+  local used = tonumber(redis.call('HGET', key, 'spent') or '0') + tonumber(redis.call('HGET', key, 'reserved') or '0')
+  if used + amount > tonumber(ARGV[2 * i]) then return i end
+end
+for i, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, 'reserved', amount)
+  local ttl = tonumber(ARGV[2 * i + 1])
+  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+end
+return 0
+"""
+
+_SETTLE_LUA = """
+for _, key in ipairs(KEYS) do
+  redis.call('HINCRBY', key, 'reserved', -tonumber(ARGV[1]))
+  redis.call('HINCRBY', key, 'spent', tonumber(ARGV[2]))
+end
+return 0
+"""
+
+
+class RedisCounters:
+    """Counters in Redis hashes; a Lua script makes check-and-reserve atomic for all replicas."""
+
+    def __init__(self, url: str, *, prefix: str = "") -> None:
+        try:
+            import redis
+        except ModuleNotFoundError:
+            raise MissingDependency("the Redis client", "scale") from None
+        self.client = redis.Redis.from_url(url, socket_timeout=5)
+        self.prefix = prefix
+        self._reserve = self.client.register_script(_RESERVE_LUA)
+        self._settle = self.client.register_script(_SETTLE_LUA)
+
+    def reserve(self, checks: tuple[Check, ...], amount: int, now: datetime) -> Check | None:
+        args: list[int] = [amount]
+        for check in checks:
+            args += [check.limit, check.ttl_s(now)]
+        refused = int(self._reserve(keys=[self.prefix + c.key for c in checks], args=args))
+        return checks[refused - 1] if refused else None
+
+    def settle(self, reservation: Reservation, actual: int) -> None:
+        self._settle(keys=[self.prefix + c.key for c in reservation.checks], args=[reservation.amount, actual])
+
+    def used(self, key: str) -> tuple[int, int]:
+        spent, reserved = self.client.hmget(self.prefix + key, "spent", "reserved")
+        return int(spent or 0), int(reserved or 0)
+
+
+def build_budgets(settings: Settings, *, on_reject: Callable[[str], None] | None = None) -> BudgetHook:
+    """The configured budgets, or a no-op hook (no counter I/O) when none are set."""
+    limits = settings.budgets.all_limits()
+    if not limits:
+        return NoBudget()
+    counters: Counters
+    if settings.budgets.backend == "redis":
+        counters = RedisCounters(settings.budgets.redis_url)
+    elif settings.budgets.backend == "sqlite":
+        counters = SQLiteCounters(settings.data_dir / "budgets.sqlite3")
+    else:  # pragma: no cover - the settings model forbids it
+        raise ConfigError(f"unknown budgets.backend {settings.budgets.backend!r}", hint="use sqlite or redis")
+    return Budgets(limits, counters, on_reject=on_reject)

@@ -1,0 +1,1 @@
+"""Alembic migrations of the telemetry tables (traces, costs, feedback, audit)."""

@@ -1,0 +1,168 @@
+"""The trace store: finished spans in SQL, read back as trace lists and span trees.
+
+Spans arrive from :class:`StoreSpanProcessor` (an OpenTelemetry span
+processor); the processor only queues the span, and the row is built and
+written by the batch writer off the request path.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+import sqlalchemy as sa
+from opentelemetry.context import Context
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
+from opentelemetry.trace import Span, StatusCode
+from sqlalchemy.engine import Engine
+
+from ..errors import InputError
+from . import _schema as t
+from ._writer import BatchWriter
+
+__all__ = ["SpanNode", "StoreSpanProcessor", "TraceStore", "TraceSummary"]
+
+
+@dataclass
+class TraceSummary:
+    trace_id: str
+    name: str
+    start_time: float
+    duration_ms: float
+    spans: int
+    status: str
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cost_usd: float = 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        return dict(self.__dict__)
+
+
+@dataclass
+class SpanNode:
+    span_id: str
+    parent_id: str | None
+    name: str
+    kind: str | None
+    start_time: float
+    duration_ms: float
+    status: str
+    status_message: str | None
+    attributes: dict[str, Any]
+    events: list[dict[str, Any]]
+    children: list[SpanNode] = field(default_factory=list)
+
+    @property
+    def tokens(self) -> tuple[int, int]:
+        a = self.attributes
+        return int(a.get("gen_ai.usage.input_tokens", 0)), int(a.get("gen_ai.usage.output_tokens", 0))
+
+    @property
+    def cost_usd(self) -> float:
+        return float(self.attributes.get("llm.cost.total", 0.0))
+
+    def to_dict(self) -> dict[str, Any]:
+        data = {k: v for k, v in self.__dict__.items() if k != "children"}
+        data["children"] = [c.to_dict() for c in self.children]
+        return data
+
+
+def span_row(span: ReadableSpan) -> dict[str, Any]:
+    ctx = span.context
+    start, end = span.start_time or 0, span.end_time or span.start_time or 0
+    return {
+        "span_id": format(ctx.span_id, "016x"),
+        "trace_id": format(ctx.trace_id, "032x"),
+        "parent_id": format(span.parent.span_id, "016x") if span.parent else None,
+        "name": span.name[:200],
+        "kind": (span.attributes or {}).get("openinference.span.kind"),
+        "start_time": start / 1e9,
+        "duration_ms": (end - start) / 1e6,
+        "status": span.status.status_code.name.lower() if span.status.status_code != StatusCode.UNSET else "ok",
+        "status_message": span.status.description,
+        "attributes": json.dumps(dict(span.attributes or {}), default=list),
+        "events": json.dumps([{"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})}
+                              for e in span.events], default=str),
+    }
+
+
+class StoreSpanProcessor(SpanProcessor):
+    """Queues each finished span for the trace store; the row is built off the request path."""
+
+    def __init__(self, writer: BatchWriter) -> None:
+        self.writer = writer
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        return None
+
+    def on_end(self, span: ReadableSpan) -> None:
+        self.writer.put(t.spans, lambda: span_row(span))
+
+    def shutdown(self) -> None:
+        self.writer.flush()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        self.writer.flush()
+        return True
+
+
+class TraceStore:
+    def __init__(self, engine: Engine, writer: BatchWriter) -> None:
+        self.engine = engine
+        self.writer = writer
+
+    def list(self, *, limit: int = 20, since: float | None = None) -> list[TraceSummary]:
+        """The most recent traces, newest first, with their totals."""
+        self.writer.flush()
+        s = t.spans
+        q = (sa.select(s.c.trace_id, sa.func.min(s.c.start_time).label("start"),
+                       sa.func.max(s.c.start_time * 1000 + s.c.duration_ms).label("end_ms"),
+                       sa.func.count().label("n"))
+             .group_by(s.c.trace_id).order_by(sa.desc("start")).limit(limit))
+        if since is not None:
+            q = q.where(s.c.start_time >= since)
+        with self.engine.connect() as conn:
+            groups = conn.execute(q).all()
+        return [self._summary(g.trace_id, g.n, g.start, g.end_ms) for g in groups]
+
+    def _summary(self, trace_id: str, n: int, start: float, end_ms: float) -> TraceSummary:
+        roots = self.tree(trace_id)
+        root = roots[0]
+        summary = TraceSummary(trace_id, root.name, start, end_ms - start * 1000, n, root.status)
+        for node in _walk(roots):
+            if node.kind == "LLM":
+                i, o = node.tokens
+                summary.input_tokens += i
+                summary.output_tokens += o
+                summary.cost_usd += node.cost_usd
+            if node.status == "error":
+                summary.status = "error"
+        return summary
+
+    def tree(self, trace_id: str) -> list[SpanNode]:
+        """The trace's spans as trees (roots first by start time). Raises InputError if unknown."""
+        self.writer.flush()
+        s = t.spans
+        with self.engine.connect() as conn:
+            rows = conn.execute(sa.select(s).where(s.c.trace_id == trace_id).order_by(s.c.start_time)).all()
+        if not rows:
+            raise InputError(f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`")
+        nodes = {r.span_id: SpanNode(r.span_id, r.parent_id, r.name, r.kind, r.start_time, r.duration_ms,
+                                     r.status, r.status_message, json.loads(r.attributes), json.loads(r.events))
+                 for r in rows}
+        roots = []
+        for node in nodes.values():
+            parent = nodes.get(node.parent_id or "")
+            (parent.children if parent else roots).append(node)
+        return roots
+
+    def root_attributes(self, trace_id: str) -> dict[str, Any]:
+        return self.tree(trace_id)[0].attributes
+
+
+def _walk(nodes: list[SpanNode]):  # type: ignore[no-untyped-def]
+    for node in nodes:
+        yield node
+        yield from _walk(node.children)

@@ -1,0 +1,137 @@
+"""OpenTelemetry setup: one TracerProvider per process, reconfigurable, idempotent.
+
+OpenTelemetry allows the global provider to be set once per process, but an
+``App`` (and every test) may bring its own settings. So keel installs one SDK
+provider whose span processor and sampler are switches: ``setup_tracing`` with
+the same settings is a no-op, with new settings it swaps where spans go
+(the trace store, an OTLP/HTTP collector) and whether they are recorded at all.
+Code that makes spans only ever uses ``opentelemetry.trace.get_tracer("keel")``.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Sequence
+from typing import Any
+
+from opentelemetry import trace
+from opentelemetry.context import Context
+from opentelemetry.sdk.resources import Resource
+from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
+from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.trace import Link, Span, SpanKind
+from opentelemetry.util.types import Attributes
+
+from ..config import TelemetrySettings
+from .spans import set_content_capture
+
+__all__ = ["setup_tracing", "shutdown_tracing"]
+
+_lock = threading.Lock()
+_state: dict[str, Any] = {"provider": None, "key": None}
+
+
+class _Switch(Sampler):
+    """Records every span while on; drops them (non-recording, nearly free) while off."""
+
+    def __init__(self) -> None:
+        self.on = True
+        self._inner = ParentBased(ALWAYS_ON)
+
+    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
+                      kind: SpanKind | None = None, attributes: Attributes = None,
+                      links: Sequence[Link] | None = None, trace_state: Any = None) -> SamplingResult:
+        if not self.on:
+            return SamplingResult(Decision.DROP)
+        return self._inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
+
+    def get_description(self) -> str:
+        return "KeelSwitch"
+
+
+class _Fanout(SpanProcessor):
+    """Forwards to the current processors; setup_tracing swaps the list."""
+
+    def __init__(self) -> None:
+        self.targets: tuple[SpanProcessor, ...] = ()
+
+    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
+        for p in self.targets:
+            p.on_start(span, parent_context)
+
+    def on_end(self, span: ReadableSpan) -> None:
+        for p in self.targets:
+            p.on_end(span)
+
+    def shutdown(self) -> None:
+        for p in self.targets:
+            p.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return all(p.force_flush(timeout_millis) for p in self.targets)
+
+
+def _install(service_name: str) -> tuple[TracerProvider, _Switch, _Fanout]:
+    if _state["provider"] is None:
+        sampler, fanout = _Switch(), _Fanout()
+        provider = TracerProvider(sampler=sampler, resource=Resource.create({"service.name": service_name}))
+        provider.add_span_processor(fanout)
+        trace.set_tracer_provider(provider)
+        if trace.get_tracer_provider() is not provider:  # someone else set one first: join it
+            existing = trace.get_tracer_provider()
+            if isinstance(existing, TracerProvider):
+                existing.add_span_processor(fanout)
+                provider = existing
+        _state.update(provider=provider, sampler=sampler, fanout=fanout)
+    return _state["provider"], _state["sampler"], _state["fanout"]
+
+
+def setup_tracing(settings: TelemetrySettings, store_processor: SpanProcessor | None = None,
+                  *, key: Any = None) -> TracerProvider:
+    """Route keel's spans by ``settings`` (idempotent for the same settings and store).
+
+    ``store_processor`` writes spans to the trace store (see ``Telemetry``); OTLP/HTTP export
+    is added when ``settings.otlp_endpoint`` is set; ``settings.capture_content`` switches
+    message text on spans; ``settings.enabled=False`` stops recording spans altogether.
+    """
+    config_key = (settings.model_dump_json(), key if key is not None else id(store_processor))
+    with _lock:
+        provider, sampler, fanout = _install(settings.service_name)
+        if _state["key"] == config_key:
+            return provider
+        old = fanout.targets
+        targets: list[SpanProcessor] = [store_processor] if store_processor is not None else []
+        if settings.otlp_endpoint:
+            targets.append(BatchSpanProcessor(_otlp_exporter(settings), schedule_delay_millis=500))
+        fanout.targets = tuple(targets) if settings.enabled else ()
+        sampler.on = settings.enabled
+        set_content_capture(settings.capture_content)
+        _state["key"] = config_key
+    for p in old:
+        if p not in targets:
+            p.force_flush()
+            if isinstance(p, BatchSpanProcessor):
+                p.shutdown()
+    return provider
+
+
+def _otlp_exporter(settings: TelemetrySettings) -> Any:
+    from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
+
+    return OTLPSpanExporter(endpoint=settings.otlp_endpoint, headers=dict(settings.otlp_headers), timeout=10)
+
+
+def shutdown_tracing() -> None:
+    """Flush and detach every target (spans stop being recorded until the next setup)."""
+    with _lock:
+        if _state["provider"] is None:
+            return
+        fanout: _Fanout = _state["fanout"]
+        fanout.force_flush()
+        for p in fanout.targets:
+            if isinstance(p, BatchSpanProcessor):
+                p.shutdown()
+        fanout.targets = ()
+        _state["sampler"].on = False
+        _state["key"] = None
