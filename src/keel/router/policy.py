@@ -18,6 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import RouterSettings
+from ..errors import BudgetExceeded, LimitExceeded
 from .classifier import SoftmaxClassifier
 from .features import Featurizer
 from .rules import apply_rules
@@ -60,28 +61,31 @@ class Router:
         probs = self.classifier.predict_proba(self.featurizer.embed([question]))[0]
         return {label: round(float(p), 4) for label, p in zip(self.classifier.labels, probs, strict=True)}
 
-    def decide(self, question: str, *, kb_named: bool = False) -> RouteDecision:
+    def decide(self, question: str, *, kb_named: bool = False, judge: Judge | None = None) -> RouteDecision:
+        """Route one question; ``judge`` (if given) replaces the router's own for this call."""
         started = time.perf_counter()
-        decision = self._decide(question, kb_named)
+        decision = self._decide(question, kb_named, judge or self.judge)
         decision.overhead_us = (time.perf_counter() - started) * 1e6
         return decision
 
-    def _decide(self, question: str, kb_named: bool) -> RouteDecision:
+    def _decide(self, question: str, kb_named: bool, judge: Judge | None) -> RouteDecision:
         hit = apply_rules(question, kb_named=kb_named, long_words=self.settings.long_question_words)
         if hit is not None:
             label = "agent" if hit.route == "agent" else ("kb" if hit.needs_kb else "chat")
             return RouteDecision(hit.route, hit.needs_kb, hit.reason, "rule", label, {}, hit.tool)
         scores = self.classify(question)
         label, p = max(scores.items(), key=lambda kv: kv[1])
-        if p >= self.settings.judge_below or self.judge is None:
+        if p >= self.settings.judge_below or judge is None or not self.settings.judge:
             route, needs_kb = _from_label(label)
             return RouteDecision(route, needs_kb, f"classifier: {label} (p={p:.2f})", "classifier", label, scores)
-        return self._ask_judge(question, label, p, scores)
+        return self._ask_judge(judge, question, label, p, scores)
 
-    def _ask_judge(self, question: str, label: str, p: float, scores: dict[str, float]) -> RouteDecision:
-        assert self.judge is not None
+    @staticmethod
+    def _ask_judge(judge: Judge, question: str, label: str, p: float, scores: dict[str, float]) -> RouteDecision:
         try:
-            judged, why = self.judge(question)
+            judged, why = judge(question)
+        except (LimitExceeded, BudgetExceeded):
+            raise
         except Exception as exc:  # a failing judge must not fail the request: keep the classifier's guess
             route, needs_kb = _from_label(label)
             return RouteDecision(route, needs_kb, f"classifier: {label} (p={p:.2f}); judge failed: {exc}",
