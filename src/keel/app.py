@@ -58,7 +58,9 @@ class App:
         """Traces, costs, feedback, audit ledger, metrics and alerts (``telemetry:`` settings)."""
         from .telemetry import Telemetry
 
-        return Telemetry(self.settings)
+        telemetry = Telemetry(self.settings)
+        telemetry.setup_tracing()  # spans made from now on (graph nodes too) land in this App's store
+        return telemetry
 
     @functools.cached_property
     def budget(self) -> BudgetHook:

@@ -88,7 +88,7 @@ class Telemetry:
 
     def setup_tracing(self) -> None:
         """Route OpenTelemetry spans to this trace store (and OTLP); idempotent."""
-        processor = StoreSpanProcessor(self.writer) if self.enabled else None
+        processor = StoreSpanProcessor(lambda: self.writer) if self.enabled else None
         setup_tracing(self.config, processor, key=self.url)
 
     def observe(self, record: CallRecord) -> None:

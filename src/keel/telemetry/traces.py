@@ -8,6 +8,7 @@ written by the batch writer off the request path.
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -89,10 +90,20 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
 
 
 class StoreSpanProcessor(SpanProcessor):
-    """Queues each finished span for the trace store; the row is built off the request path."""
+    """Queues each finished span for the trace store; the row is built off the request path.
 
-    def __init__(self, writer: BatchWriter) -> None:
-        self.writer = writer
+    Takes the writer or a function returning it, so routing spans here costs nothing until
+    the first span ends (the database is opened and migrated then).
+    """
+
+    def __init__(self, writer: BatchWriter | Callable[[], BatchWriter]) -> None:
+        self._writer = writer
+
+    @property
+    def writer(self) -> BatchWriter:
+        if not isinstance(self._writer, BatchWriter):
+            self._writer = self._writer()
+        return self._writer
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
         return None
@@ -101,10 +112,12 @@ class StoreSpanProcessor(SpanProcessor):
         self.writer.put(t.spans, lambda: span_row(span))
 
     def shutdown(self) -> None:
-        self.writer.flush()
+        if isinstance(self._writer, BatchWriter):
+            self._writer.flush()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        self.writer.flush()
+        if isinstance(self._writer, BatchWriter):
+            self._writer.flush()
         return True
 
 

@@ -1,0 +1,230 @@
+"""Tracing: spans from the gateway and from plain OpenTelemetry code, in the store and over OTLP/HTTP."""
+
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import pytest
+from opentelemetry import trace
+from typer.testing import CliRunner
+
+from keel.app import App
+from keel.cli import app as cli
+from keel.errors import ModelUnavailable
+from keel.knowledge.types import SearchHit
+from keel.models import ChatRequest, FakeProvider, Message
+from keel.telemetry.spans import set_guardrail, set_kind, set_request_context, set_retrieval_documents, set_tool_call
+
+CONTEXT = {"request_id": "req-1", "session_id": "sess-1", "user_id": "alice", "tenant_id": "acme",
+           "route": "agent", "prompt_version": "ask@3"}
+HITS = [SearchHit(id="doc1#0", doc_id="doc1", title="Guide", uri="file:///guide.md", text="The answer is 42.",
+                  score=0.71, page=3),
+        SearchHit(id="doc2#1", doc_id="doc2", title="FAQ", uri="file:///faq.md", text="Ask twice.", score=0.4)]
+
+
+def _app(replies=("It is 42.",), **settings) -> App:
+    provider = FakeProvider(list(replies), name="fake:scripted")
+    settings.setdefault("gateway", {"cache": {"enabled": False}})
+    return App(models={"m": {"provider": "fake", "input_price_per_mtok": 2.0, "output_price_per_mtok": 8.0}},
+               roles={"chat": ["m"]}, providers={"m": provider}, **settings)
+
+
+def _ask(app: App, question: str = "What is the answer?") -> str:
+    """What the graph does for one question: node spans with the plain OTel API, model calls via the gateway."""
+    app.gateway  # the graph is built (and tracing routed) before the first question
+    tracer = trace.get_tracer("keel")
+    with tracer.start_as_current_span("keel.ask") as root:
+        set_kind(root, "chain")
+        set_request_context(root, CONTEXT)
+        root.set_attribute("input.value", question)
+        with tracer.start_as_current_span("retrieve") as span:
+            set_retrieval_documents(span, HITS, query=question)
+        with tracer.start_as_current_span("tool calculator") as span:
+            set_tool_call(span, "calculator", {"expression": "6*7"}, "42")
+        request = ChatRequest(messages=[Message(role="system", content="Answer from the sources."),
+                                        Message(role="user", content=question)], metadata=CONTEXT)
+        answer = app.gateway.chat(request).text
+        with tracer.start_as_current_span("guardrail") as span:
+            set_guardrail(span, "pass", [{"name": "groundedness", "score": 0.93}])
+        root.set_attribute("output.value", answer)
+        trace_id = format(root.get_span_context().trace_id, "032x")
+    app.telemetry.flush()
+    return trace_id
+
+
+def _spans(app: App, trace_id: str) -> dict[str, dict]:
+    roots = app.telemetry.traces.tree(trace_id)
+    found: dict[str, dict] = {}
+    stack = [(r, None) for r in roots]
+    while stack:
+        node, parent = stack.pop()
+        found[node.name] = {"parent": parent, "kind": node.kind, "status": node.status, "attrs": node.attributes}
+        stack.extend((c, node.name) for c in node.children)
+    return found
+
+
+def test_one_ask_has_both_vocabularies_on_the_right_spans():
+    app = _app()
+    spans = _spans(app, _ask(app))
+
+    assert set(spans) == {"keel.ask", "retrieve", "tool calculator", "chat m", "guardrail"}
+    assert {name: (s["parent"], s["kind"]) for name, s in spans.items()} == {
+        "keel.ask": (None, "CHAIN"), "retrieve": ("keel.ask", "RETRIEVER"),
+        "tool calculator": ("keel.ask", "TOOL"), "chat m": ("keel.ask", "LLM"), "guardrail": ("keel.ask", "GUARDRAIL")}
+    llm = spans["chat m"]["attrs"]
+    i, o = llm["gen_ai.usage.input_tokens"], llm["gen_ai.usage.output_tokens"]
+    assert i > 0 and o > 0
+    assert {k: llm[k] for k in llm if not k.startswith(("llm.input_messages", "llm.output_messages", "gen_ai.input",
+                                                         "gen_ai.output"))} == {
+        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "fake", "gen_ai.request.model": "scripted",
+        "gen_ai.request.temperature": 0.0, "gen_ai.response.model": "m", "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.usage.input_tokens": i, "gen_ai.usage.output_tokens": o,
+        "openinference.span.kind": "LLM", "llm.model_name": "scripted", "llm.provider": "fake",
+        "llm.invocation_parameters": '{"temperature": 0.0}',
+        "llm.token_count.prompt": i, "llm.token_count.completion": o, "llm.token_count.total": i + o,
+        "llm.token_count.prompt_details.cache_read": 0,
+        "llm.cost.prompt": pytest.approx(i * 2e-6), "llm.cost.completion": pytest.approx(o * 8e-6),
+        "llm.cost.total": pytest.approx(i * 2e-6 + o * 8e-6), "llm.finish_reason": "stop",
+        "session.id": "sess-1", "user.id": "alice", "keel.request_id": "req-1", "keel.tenant_id": "acme",
+        "keel.route": "agent", "llm.prompt_template.version": "ask@3", "keel.model": "m", "keel.attempt": 1,
+        "keel.cached": False,
+    }
+    assert (llm["llm.input_messages.1.message.role"], llm["llm.input_messages.1.message.content"]) == (
+        "user", "What is the answer?")
+    assert llm["llm.output_messages.0.message.content"] == "It is 42."
+    assert json.loads(llm["gen_ai.input.messages"])[0]["role"] == "system"
+    docs = {k: v for k, v in spans["retrieve"]["attrs"].items() if k.startswith("retrieval.")}
+    assert docs == {
+        "retrieval.documents.0.document.id": "doc1#0", "retrieval.documents.0.document.score": 0.71,
+        "retrieval.documents.0.document.content": "The answer is 42.",
+        "retrieval.documents.0.document.metadata": '{"title": "Guide", "uri": "file:///guide.md", "page": 3}',
+        "retrieval.documents.1.document.id": "doc2#1", "retrieval.documents.1.document.score": 0.4,
+        "retrieval.documents.1.document.content": "Ask twice.",
+        "retrieval.documents.1.document.metadata": '{"title": "FAQ", "uri": "file:///faq.md"}',
+    }
+    assert spans["keel.ask"]["attrs"]["session.id"] == "sess-1"
+    assert spans["tool calculator"]["attrs"]["tool.name"] == "calculator"
+    assert spans["guardrail"]["attrs"]["keel.guardrail.verdict"] == "pass"
+
+
+def test_content_capture_off_keeps_numbers_and_drops_text():
+    app = _app(telemetry={"capture_content": False})
+    spans = _spans(app, _ask(app))
+    everything = json.dumps({name: s["attrs"] for name, s in spans.items() if name != "keel.ask"})
+    assert "What is the answer?" not in everything and "It is 42." not in everything
+    assert "The answer is 42." not in everything
+    llm = spans["chat m"]["attrs"]
+    assert llm["llm.token_count.total"] > 0 and llm["llm.cost.total"] > 0
+    assert spans["retrieve"]["attrs"]["retrieval.documents.0.document.id"] == "doc1#0"
+
+
+def test_a_retried_attempt_is_its_own_error_span_and_cost_rows_link_to_spans():
+    app = _app(replies=(ModelUnavailable("503 from upstream"), "ok now"), gateway={"cache": {"enabled": False},
+                                                                                 "backoff_base_s": 0})
+    trace_id = _ask(app)
+    roots = app.telemetry.traces.tree(trace_id)
+    attempts = [c for c in roots[0].children if c.name == "chat m"]
+    assert [(a.attributes["keel.attempt"], a.status) for a in attempts] == [(1, "error"), (2, "ok")]
+    assert attempts[0].attributes["error.type"] == "model_unavailable"
+    assert attempts[0].events[0]["name"] == "exception"
+    calls = app.telemetry.costs.summary("call")
+    assert sorted((c["errors"], c["calls"]) for c in calls) == [(0, 1), (1, 1)]
+    with app.telemetry.engine.connect() as conn:
+        linked = conn.exec_driver_sql("SELECT count(*) FROM keel_model_calls m JOIN keel_spans s "
+                                      "ON s.span_id = m.span_id AND s.trace_id = m.trace_id").scalar()
+    assert linked == 2
+
+
+def test_streams_get_a_model_span_too():
+    app = _app(replies=("one two three",))
+    request = ChatRequest(messages=[Message(role="user", content="count")], metadata=CONTEXT)
+    text = "".join(c.text for c in app.gateway.stream(request))
+    app.telemetry.flush()
+    [summary] = app.telemetry.traces.list()
+    llm = app.telemetry.traces.tree(summary.trace_id)[0]
+    assert text == "one two three" and llm.name == "chat m"
+    assert llm.attributes["llm.output_messages.0.message.content"] == "one two three"
+    assert llm.attributes["gen_ai.usage.output_tokens"] > 0
+
+
+def test_setup_is_idempotent_and_telemetry_off_records_nothing():
+    app = _app(replies=("a", "b"))
+    app.telemetry.setup_tracing()
+    app.telemetry.setup_tracing()
+    _ask(app)
+    assert [t.spans for t in app.telemetry.traces.list()] == [5]  # no span stored twice
+    off = _app(telemetry={"enabled": False})
+    off.gateway.chat(ChatRequest(messages=[Message(role="user", content="hi")]))
+    span = trace.get_tracer("keel").start_span("x")
+    assert not span.is_recording()
+    span.end()
+
+
+def test_cli_lists_and_shows_traces():
+    app = _app()
+    trace_id = _ask(app)
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(cli, ["traces", "list", "--json"]).stdout)
+    assert [(t["trace_id"], t["name"], t["spans"], t["status"]) for t in listed] == [
+        (trace_id, "keel.ask", 5, "ok")]
+    assert listed[0]["cost_usd"] == pytest.approx(
+        app.telemetry.costs.total(trace_id=trace_id)) and listed[0]["cost_usd"] > 0
+    shown = runner.invoke(cli, ["traces", "show", trace_id])
+    assert shown.exit_code == 0
+    assert "keel.ask" in shown.stdout and "chat m" in shown.stdout and "tok" in shown.stdout
+    tree = json.loads(runner.invoke(cli, ["traces", "show", trace_id, "--json"]).stdout)
+    assert [c["name"] for c in tree["spans"][0]["children"]] == ["retrieve", "tool calculator", "chat m", "guardrail"]
+    missing = runner.invoke(cli, ["traces", "show", "nope"])
+    assert missing.exit_code != 0
+
+
+class _Collector(BaseHTTPRequestHandler):
+    bodies: list[tuple[str, str, bytes]] = []
+
+    def do_POST(self) -> None:  # noqa: N802
+        body = self.rfile.read(int(self.headers["Content-Length"]))
+        type(self).bodies.append((self.path, self.headers.get("Content-Type", ""), body))
+        self.send_response(200)
+        self.send_header("Content-Type", "application/x-protobuf")
+        self.send_header("Content-Length", "0")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:
+        return None
+
+
+def test_otlp_http_export_reaches_a_collector(monkeypatch):
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    _Collector.bodies = []
+    server = HTTPServer(("127.0.0.1", 0), _Collector)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
+        app = _app(telemetry={"otlp_endpoint": endpoint, "otlp_headers": {"x-api-key": "k"}})
+        trace_id = _ask(app)
+        trace.get_tracer_provider().force_flush()
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert _Collector.bodies and all(p == "/v1/traces" for p, _, _ in _Collector.bodies)
+    assert all(ct == "application/x-protobuf" for _, ct, _ in _Collector.bodies)
+    spans = {}
+    for _, _, body in _Collector.bodies:
+        req = ExportTraceServiceRequest.FromString(body)
+        for rs in req.resource_spans:
+            service = {a.key: a.value.string_value for a in rs.resource.attributes}["service.name"]
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    spans[s.name] = (service, s.trace_id.hex(), {a.key: a.value for a in s.attributes})
+    assert set(spans) == {"keel.ask", "retrieve", "tool calculator", "chat m", "guardrail"}
+    service, exported_trace, attrs = spans["chat m"]
+    assert (service, exported_trace) == ("keel", trace_id)
+    assert attrs["gen_ai.request.model"].string_value == "scripted"
+    assert attrs["openinference.span.kind"].string_value == "LLM"
+    assert attrs["llm.token_count.total"].int_value > 0
+    assert len(app.telemetry.traces.tree(trace_id)[0].children) == 4  # the store got them as well
