@@ -44,7 +44,9 @@ def translate_anthropic_error(exc: Exception, model: str) -> ModelError:
         if exc.status_code >= 500 or exc.status_code == 529:
             return ModelUnavailable(f"{model} answered {exc.status_code}", model=model)
         return ModelRefused(f"{model} refused the request ({exc.status_code}): {exc.message}", model=model)
-    return BadModelResponse(f"{model} sent a body keel could not read: {exc}", model=model)
+    if isinstance(exc, (anthropic.APIResponseValidationError, ValueError, KeyError)):
+        return BadModelResponse(f"{model} sent a body keel could not read: {exc}", model=model)
+    raise exc  # a programming error, not the model's: let it surface
 
 
 class AnthropicProvider:
@@ -86,8 +88,8 @@ class AnthropicProvider:
         params: dict[str, Any] = {
             "model": self.model,
             "messages": messages,
+            # this SDK release and current Claude models take no temperature: sampling is the model's
             "max_tokens": request.max_tokens or self.max_output_tokens,
-            "temperature": request.temperature,
         }
         if system:
             params["system"] = system
@@ -107,7 +109,11 @@ class AnthropicProvider:
             raw = self._client.messages.create(**self.build_params(request), timeout=timeout)
         except ModelError:
             raise
-        except Exception as exc:
+        except Exception as exc:  # translated at the boundary
+            import anthropic
+
+            if not isinstance(exc, (anthropic.APIError, ValueError, KeyError)):
+                raise
             raise translate_anthropic_error(exc, self.name) from None
         return self._parse(raw)
 

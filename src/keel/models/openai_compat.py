@@ -51,9 +51,11 @@ def translate_openai_error(exc: Exception, model: str) -> ModelError:
         if exc.status_code >= 500 or exc.status_code in (408, 409):
             return ModelUnavailable(f"{model} answered {exc.status_code}", model=model)
         return ModelRefused(f"{model} refused the request ({exc.status_code}): {exc.message}", model=model)
-    if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, ValueError, KeyError, TypeError)):
+    if isinstance(exc, (openai.APIResponseValidationError, json.JSONDecodeError, ValueError, KeyError)):
         return BadModelResponse(f"{model} sent a body keel could not read: {exc}", model=model)
-    return ModelUnavailable(f"{model} failed: {exc}", model=model)
+    if isinstance(exc, openai.OpenAIError):
+        return ModelUnavailable(f"{model} failed: {exc}", model=model)
+    raise exc  # a programming error, not the model's: let it surface
 
 
 def _wire_message(m: Message) -> dict[str, Any]:
