@@ -30,8 +30,10 @@ __all__ = [
     "BudgetLimit",
     "BudgetSettings",
     "CacheSettings",
+    "EmbeddingSettings",
     "GatewaySettings",
     "GuardrailSettings",
+    "KnowledgeSettings",
     "LimitSettings",
     "ModelConfig",
     "RouterSettings",
@@ -237,6 +239,50 @@ def _default_models() -> dict[str, ModelConfig]:
     return {"local": ModelConfig(provider="local", model="SmolLM2-135M-Instruct")}
 
 
+class EmbeddingSettings(_Strict):
+    """Which model turns text into vectors. Changing it re-embeds on the next ingest."""
+
+    #: local: all-MiniLM-L6-v2 in-process, offline; openai: any OpenAI-compatible /embeddings endpoint
+    provider: Literal["local", "openai"] = "local"
+    model: str = "all-MiniLM-L6-v2"
+    base_url: str | None = None
+    #: the NAME of the environment variable holding the key, never the key itself
+    api_key_env: str | None = None
+    batch_size: int = Field(16, ge=1)
+    #: BLAS threads for the local model (1 is fastest on a small, shared machine; 0 = numpy's default)
+    threads: int = Field(1, ge=0)
+
+
+class KnowledgeSettings(_Strict):
+    """The knowledge base: store, chunking, retrieval."""
+
+    #: embedded: Chroma PersistentClient under <home>/kb (one process); server: a `chroma run` server
+    store: Literal["embedded", "server"] = "embedded"
+    server_host: str = "localhost"
+    server_port: int = Field(8000, ge=1, le=65535)
+    server_ssl: bool = False
+    default_kb: str = "default"
+    chunk_tokens: int = Field(500, ge=32)
+    chunk_overlap: int = Field(50, ge=0)
+    max_file_mb: float = Field(50.0, gt=0)
+    #: candidates each retriever contributes before fusion
+    candidates: int = Field(50, ge=1)
+    #: reciprocal rank fusion constant: higher flattens the weight of the top ranks
+    rrf_k: int = Field(60, ge=1)
+    #: weights of the vector and keyword lists in the fusion
+    vector_weight: float = Field(1.0, ge=0)
+    keyword_weight: float = Field(1.0, ge=0)
+    embeddings: EmbeddingSettings = EmbeddingSettings()
+
+    @field_validator("chunk_overlap")
+    @classmethod
+    def _overlap_smaller(cls, v: int, info: Any) -> int:
+        size = info.data.get("chunk_tokens", 500)
+        if v >= size:
+            raise ValueError(f"chunk_overlap ({v}) must be smaller than chunk_tokens ({size})")
+        return v
+
+
 class Settings(BaseSettings):
     """All of keel's settings. Build with :func:`load_settings`."""
 
@@ -250,7 +296,7 @@ class Settings(BaseSettings):
     gateway: GatewaySettings = GatewaySettings()
     structured: StructuredSettings = StructuredSettings()
     #: sections owned by later subsystems stay free-form dicts until they land
-    knowledge: dict[str, Any] = Field(default_factory=dict)
+    knowledge: KnowledgeSettings = KnowledgeSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     budgets: BudgetSettings = BudgetSettings()
     limits: LimitSettings = LimitSettings()
