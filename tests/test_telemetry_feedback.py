@@ -1,0 +1,93 @@
+"""Feedback: votes tied to trace, prompt version and route; curation queue; eval cases as JSONL."""
+
+from __future__ import annotations
+
+import io
+import json
+
+import pytest
+from opentelemetry import trace
+from typer.testing import CliRunner
+
+from keel.app import App
+from keel.cli import app as cli
+from keel.errors import InputError
+from keel.models import ChatRequest, FakeProvider, Message
+from keel.telemetry.spans import set_request_context
+
+
+def _answered(app: App, question: str, answer: str) -> str:
+    """A traced answer as the graph records it: question and answer on the root, prompt and route below."""
+    app.gateway
+    with trace.get_tracer("keel").start_as_current_span("keel.ask") as root:
+        root.set_attribute("input.value", question)
+        request = ChatRequest(messages=[Message(role="user", content=question)],
+                              metadata={"prompt_version": "ask@7", "route": "fast"})
+        app.providers["m"].queue(answer)  # type: ignore[attr-defined]
+        root.set_attribute("output.value", app.gateway.chat(request).text)
+        set_request_context(root, {"user_id": "u1"})
+        return format(root.get_span_context().trace_id, "032x")
+
+
+@pytest.fixture
+def app() -> App:
+    return App(models={"m": {"provider": "fake"}}, roles={"chat": ["m"]}, providers={"m": FakeProvider()},
+               gateway={"cache": {"enabled": False}})
+
+
+def test_an_up_vote_joins_the_curation_queue_with_its_prompt_version_and_route(app):
+    trace_id = _answered(app, "What is keel?", "A runtime for LLM apps.")
+    vote = app.telemetry.feedback.record(trace_id, "up", comment="clear")
+    assert vote.to_dict() == {"id": 1, "trace_id": trace_id, "rating": "up", "comment": "clear",
+                              "prompt_version": "ask@7", "route": "fast", "question": "What is keel?",
+                              "answer": "A runtime for LLM apps.", "curation_id": 1}
+    [candidate] = app.telemetry.feedback.curation_queue()
+    assert (candidate["status"], candidate["question"], candidate["prompt_version"]) == (
+        "pending", "What is keel?", "ask@7")
+    assert app.telemetry.feedback.few_shot_examples() == []
+    app.telemetry.feedback.curate(candidate["id"], accept=True)
+    assert app.telemetry.feedback.few_shot_examples("ask@7") == [
+        {"question": "What is keel?", "answer": "A runtime for LLM apps."}]
+    assert app.telemetry.feedback.few_shot_examples("ask@6") == []
+
+
+def test_down_votes_export_as_evaluation_cases(app):
+    good = _answered(app, "2+2?", "4")
+    bad1 = _answered(app, "Capital of France?", "Lyon")
+    bad2 = _answered(app, "Who wrote Hamlet?", "Marlowe")
+    fb = app.telemetry.feedback
+    fb.record(good, "up")
+    fb.record(bad1, "down", comment="wrong city")
+    fb.record(bad2, "down")
+    out = io.StringIO()
+    assert fb.export_eval_cases(out) == 2
+    cases = [json.loads(line) for line in out.getvalue().splitlines()]
+    assert cases == [
+        {"id": "feedback-2", "question": "Capital of France?", "rejected_answer": "Lyon", "comment": "wrong city",
+         "trace_id": bad1, "prompt_version": "ask@7", "route": "fast", "source": "feedback"},
+        {"id": "feedback-3", "question": "Who wrote Hamlet?", "rejected_answer": "Marlowe", "comment": None,
+         "trace_id": bad2, "prompt_version": "ask@7", "route": "fast", "source": "feedback"},
+    ]
+    assert len(fb.curation_queue()) == 1
+
+
+def test_bad_votes_get_typed_errors(app):
+    trace_id = _answered(app, "q", "a")
+    with pytest.raises(InputError, match="not up or down"):
+        app.telemetry.feedback.record(trace_id, "meh")
+    with pytest.raises(InputError, match="no trace with id 'f00'"):
+        app.telemetry.feedback.record("f00", "up")
+    with pytest.raises(InputError, match="no curation candidate 99"):
+        app.telemetry.feedback.curate(99, accept=False)
+
+
+def test_the_cli_records_a_vote(app):
+    trace_id = _answered(app, "q?", "a!")
+    app.telemetry.flush()
+    runner = CliRunner()
+    result = runner.invoke(cli, ["feedback", trace_id, "down", "--comment", "made up", "--json"])
+    assert result.exit_code == 0, result.output
+    assert {k: v for k, v in json.loads(result.stdout).items() if k != "id"} == {
+        "trace_id": trace_id, "rating": "down", "comment": "made up", "prompt_version": "ask@7", "route": "fast",
+        "question": "q?", "answer": "a!", "curation_id": None}
+    assert runner.invoke(cli, ["feedback", trace_id, "sideways"]).exit_code != 0
