@@ -21,7 +21,11 @@ from .models.registry import build_providers
 from .structured import ExtractResult, OutputSchema, extract
 
 if TYPE_CHECKING:
+    from .graph import Answer, GraphRuntime
+    from .knowledge import IngestReport, KnowledgeBase, SearchHit, SearchMode
+    from .knowledge.ingest import Progress
     from .telemetry import Telemetry
+    from .tools import Approval
 
 __all__ = ["App"]
 
@@ -73,6 +77,62 @@ class App:
     def audit(self) -> Callable[[str, dict[str, Any]], None]:
         """The graph's ``audit(event, data)``: appends one record to the hash-chained ledger."""
         return self.telemetry.audit_hook  # type: ignore[no-any-return]
+
+    @functools.cached_property
+    def runtime(self) -> GraphRuntime:
+        """The request graph (router, fast path, agent loop, guards), wired to this App's
+        gateway, audit ledger and knowledge base (through ``App.search`` when it exists)."""
+        from .graph import build_runtime
+        from .graph.factory import SearchFunctionRetriever
+
+        search = getattr(self, "search", None)
+        retriever = SearchFunctionRetriever(search) if callable(search) else None
+        return build_runtime(self.settings, self.gateway, retriever=retriever, audit=self.audit)
+
+    # -- the request graph -------------------------------------------------------------
+
+    def ask(self, question: str, *, kb: str | None = None, session: str | None = None, user: str | None = None,
+            schema: dict[str, Any] | None = None) -> Answer:
+        """Answer through the graph; the Answer's status says answered, pending_approval or stopped."""
+        return self.runtime.ask(question, kb=kb, session=session, user=user, schema=schema)
+
+    def approve(self, approval_id: str, *, by: str) -> Answer:
+        """A person approves a paused tool call; the run resumes and finishes."""
+        return self.runtime.resume(approval_id, approve=True, approver=by)
+
+    def reject(self, approval_id: str, *, by: str, reason: str | None = None) -> Answer:
+        """A person rejects a paused tool call; the run resumes without it."""
+        return self.runtime.resume(approval_id, approve=False, approver=by, reason=reason)
+
+    def approvals(self, status: str | None = None) -> list[Approval]:
+        """Recorded approvals (expired ones marked so), oldest first."""
+        return self.runtime.deps.approvals.list(status)  # type: ignore[arg-type]
+
+    # -- the knowledge base ------------------------------------------------------------
+
+    @functools.cached_property
+    def knowledge(self) -> KnowledgeBase:
+        """Every named knowledge base under the data dir; opening it takes the store's lock."""
+        from .knowledge import KnowledgeBase
+
+        return KnowledgeBase(self.settings.knowledge, self.data_dir)
+
+    def ingest(self, paths: list[str | Path], *, kb: str | None = None,
+               progress: Progress | None = None) -> IngestReport:
+        """Load, chunk, embed and store files and folders; unreadable files are listed in ``failed``."""
+        return self.knowledge.ingest(paths, kb=kb, progress=progress)
+
+    def ingest_demo(self, *, kb: str | None = None, progress: Progress | None = None) -> IngestReport:
+        """The demo knowledge base: the Python language reference shipped with CPython."""
+        from .knowledge import demo_documents
+
+        docs = demo_documents()
+        return self.knowledge.ingest_documents(docs, kb=kb, total=len(docs), progress=progress)
+
+    def search(self, query: str, *, kb: str | None = None, k: int = 5, where: dict[str, Any] | None = None,
+               mode: SearchMode = "hybrid") -> list[SearchHit]:
+        """The ``k`` chunks that best answer ``query`` (hybrid: vectors and keywords fused)."""
+        return self.knowledge.search(query, kb=kb, k=k, where=where, mode=mode)
 
     # -- jobs ------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ inject their own.
 from __future__ import annotations
 
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from opentelemetry.trace import Tracer
 
 from ..config import Settings
 from ..guardrails import QualityGuard
-from ..knowledge.types import Retriever
+from ..knowledge.types import Retriever, SearchHit
 from ..models.gateway import Gateway
 from ..prompts import FewShotSelector, PromptLibrary, load_examples
 from ..router import HashedBagOfWords, Router, load_classifier
@@ -24,7 +25,19 @@ from .deps import AuditHook, GraphDeps, no_audit
 from .runtime import GraphRuntime
 from .tracing import default_tracer
 
-__all__ = ["build_runtime", "router_model_path", "sqlite_checkpointer"]
+__all__ = ["SearchFunctionRetriever", "build_runtime", "router_model_path", "sqlite_checkpointer"]
+
+
+class SearchFunctionRetriever:
+    """Adapts a ``search(query, kb=, k=)`` function (such as ``App.search``) to the Retriever protocol."""
+
+    def __init__(self, search: Callable[..., list[SearchHit]]) -> None:
+        self._search = search
+
+    def search(self, query: str, *, kb: str = "default", k: int = 5,
+               where: dict[str, Any] | None = None) -> list[SearchHit]:
+        return self._search(query, kb=kb, k=k)
+
 
 
 def router_model_path(settings: Settings) -> Path:

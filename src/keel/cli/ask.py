@@ -1,0 +1,84 @@
+"""keel ask / keel chat: questions through the request graph."""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from ..graph import Answer
+from ._common import ConfigOption, JsonOption, console, make_app, print_json
+
+KbOption = Annotated[str | None, typer.Option("--kb", help="knowledge base to answer from (default: 'default')")]
+SessionOption = Annotated[str | None, typer.Option("--session", help="continue a conversation by its id")]
+UserOption = Annotated[str | None, typer.Option("--user", help="who is asking (budgets, approvals, audit)")]
+
+
+def show(answer: Answer, as_json: bool) -> None:
+    """Print an answer; exit with its error's code when it paused or stopped."""
+    if as_json:
+        print_json(answer.to_dict())
+    else:
+        _show_human(answer)
+    if answer.exception is not None:
+        raise typer.Exit(answer.exception.exit_code)
+
+
+def _show_human(answer: Answer) -> None:
+    if answer.status == "pending_approval" and answer.approval:
+        a = answer.approval
+        console.print(f"[yellow]waiting for approval[/] {a['id']}: {a['tool']} {a['args']} (expires {a['expires_at']})")
+        console.print(f"  keel approvals approve {a['id']}   or   keel approvals reject {a['id']}")
+    elif answer.status == "stopped":
+        console.print(f"[red]stopped[/]: {(answer.error or {}).get('message', '')}")
+    else:
+        console.print(answer.answer, markup=False, highlight=False)
+    for n, s in enumerate(answer.sources, 1):
+        console.print(f"[dim][{n}] {s.get('title') or s.get('id')} (score {s.get('score')})[/]")
+    g, u = answer.guardrail, answer.usage
+    grounded = "" if g.get("groundedness") is None else f", groundedness {g['groundedness']}"
+    console.print(f"[dim]route {answer.route or '-'} ({answer.route_reason}); verdict {g.get('verdict', '-')}"
+                  f"{grounded}; "
+                  f"{u.get('input_tokens', 0)} in / {u.get('output_tokens', 0)} out tokens, "
+                  f"${u.get('cost_usd', 0):.6f}; trace {answer.trace_id}; {answer.latency_ms:.0f} ms[/]")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def ask(
+        question: Annotated[str, typer.Argument(help="the question")],
+        kb: KbOption = None,
+        session: SessionOption = None,
+        user: UserOption = None,
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Answer QUESTION with sources, route, guardrail verdict, cost and trace id."""
+        show(make_app(config).ask(question, kb=kb, session=session, user=user), as_json)
+
+    @app.command()
+    def chat(
+        kb: KbOption = None,
+        session: SessionOption = None,
+        user: UserOption = None,
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Talk in a session kept by the checkpointer; an empty line or Ctrl-D ends it."""
+        keel_app = make_app(config)
+        session = session or "chat_" + uuid.uuid4().hex[:12]
+        console.print(f"[dim]session {session}; empty line to quit[/]")
+        while True:
+            try:
+                question = typer.prompt("you", default="", show_default=False, prompt_suffix="> ")
+            except (EOFError, typer.Abort):
+                break
+            if not question.strip():
+                break
+            answer = keel_app.ask(question, kb=kb, session=session, user=user)
+            if as_json:
+                print_json(answer.to_dict())
+            else:
+                _show_human(answer)
