@@ -48,7 +48,9 @@ _register_all()
 
 def main() -> None:
     try:
-        app(standalone_mode=False)
+        code = app(standalone_mode=False)  # click returns typer.Exit's code here instead of exiting
+        if isinstance(code, int) and code:
+            sys.exit(code)
     except KeelError as exc:
         if os.environ.get("KEEL_RAISE_ERRORS") == "1":
             raise
