@@ -18,11 +18,13 @@ from sqlalchemy.engine import Engine
 
 from ..errors import ConfigError, MissingDependency
 
-__all__ = ["VERSION_TABLE", "begin_write", "default_url", "open_engine", "upgrade", "write_lock"]
+__all__ = ["VERSION_TABLE", "begin_write", "default_url", "local_write_lock", "open_engine", "upgrade",
+           "write_lock"]
 
 VERSION_TABLE = "keel_telemetry_version"
 _MIGRATIONS = Path(__file__).parent / "migrations"
 _engines: dict[str, Engine] = {}
+_locks: dict[int, threading.Lock] = {}
 _guard = threading.Lock()
 
 
@@ -79,6 +81,16 @@ def _sqlite_engine(parsed: sa.engine.URL) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
     return engine
+
+
+def local_write_lock(engine: Engine) -> threading.Lock:
+    """One lock per engine for this process's writers (batch writer, audit ledger).
+
+    SQLite's busy handler sleeps in steps of milliseconds when another connection holds
+    the write lock; queueing our own threads on a Python lock first avoids that wait.
+    """
+    with _guard:
+        return _locks.setdefault(id(engine), threading.Lock())
 
 
 def write_lock(conn: sa.Connection, key: int) -> None:

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import threading
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -35,12 +34,15 @@ from sqlalchemy.engine import Engine
 from ..config import AuditSettings
 from ..errors import InputError
 from . import _schema as t
-from ._db import begin_write, write_lock
+from ._db import begin_write, local_write_lock, write_lock
 
 __all__ = ["GENESIS", "AuditLedger", "AuditRecord", "VerifyResult", "canonical", "read_export", "verify_records"]
 
 GENESIS = "0" * 64
 _LOCK_KEY = 0x6B65656C  # "keel": the PostgreSQL advisory lock of the chain head
+# built once: SQLAlchemy caches their compiled form
+_HEAD = sa.select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
+_INSERT = t.audit.insert()
 
 
 def canonical(value: Any) -> str:
@@ -124,7 +126,6 @@ class AuditLedger:
         self.engine = engine
         self.settings = settings or AuditSettings()
         self.clock = clock
-        self._lock = threading.Lock()
         self._text_keys = frozenset(self.settings.text_keys)
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
@@ -138,13 +139,13 @@ class AuditLedger:
             raise InputError("audit data must be a dict", hint="pass e.g. {'route': 'fast', 'reason': '...'}")
         body = self._prepare(data)
         ts = self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        with self._lock, begin_write(self.engine) as conn:
+        with local_write_lock(self.engine), begin_write(self.engine) as conn:
             write_lock(conn, _LOCK_KEY)
-            head = conn.execute(sa.select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)).first()
+            head = conn.execute(_HEAD).first()
             seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
             digest = record_hash(prev, seq, ts, event, body)
-            conn.execute(t.audit.insert().values(seq=seq, ts=ts, event=event, data=canonical(body),
-                                                 prev_hash=prev, hash=digest))
+            conn.execute(_INSERT, {"seq": seq, "ts": ts, "event": event, "data": canonical(body),
+                                   "prev_hash": prev, "hash": digest})
         return AuditRecord(seq, ts, event, body, prev, digest)
 
     def _prepare(self, data: dict[str, Any]) -> dict[str, Any]:
@@ -169,7 +170,7 @@ class AuditLedger:
     def head(self) -> tuple[int, str]:
         """(last sequence number, its hash): publish it elsewhere to pin the whole ledger."""
         with self.engine.connect() as conn:
-            row = conn.execute(sa.select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)).first()
+            row = conn.execute(_HEAD).first()
         return (row.seq, row.hash) if row else (0, GENESIS)
 
     def export(self, out: IO[str], *, since: str | None = None) -> int:
@@ -192,7 +193,7 @@ class AuditLedger:
         if last is None:
             return 0
         self.append("audit.pruned", {"through_seq": last.seq, "last_hash": last.hash, "cutoff": cutoff})
-        with begin_write(self.engine) as conn:
+        with local_write_lock(self.engine), begin_write(self.engine) as conn:
             return conn.execute(t.audit.delete().where(t.audit.c.seq <= last.seq)).rowcount
 
 

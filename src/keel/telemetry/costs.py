@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 from opentelemetry import trace
+from opentelemetry.trace import SpanContext
 from sqlalchemy.engine import Engine
 
 from ..errors import InputError
@@ -47,11 +48,12 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
-def call_row(record: CallRecord, trace_id: str | None, span_id: str | None, ts: float) -> dict[str, Any]:
+def call_row(record: CallRecord, ctx: SpanContext, ts: float) -> dict[str, Any]:
     md = record.metadata
     return {
         "ts": ts, "day": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d"),
-        "trace_id": trace_id, "span_id": span_id, "model": record.model, "ok": record.ok,
+        "trace_id": format(ctx.trace_id, "032x") if ctx.is_valid else None,
+        "span_id": format(ctx.span_id, "016x") if ctx.is_valid else None, "model": record.model, "ok": record.ok,
         "cached": record.cached, "attempt": record.attempt, "latency_ms": record.latency_ms,
         "input_tokens": record.usage.input_tokens, "output_tokens": record.usage.output_tokens,
         "cached_tokens": record.usage.cached_tokens, "cost_usd": record.cost_usd, "error": record.error,
@@ -68,10 +70,8 @@ class CostStore:
     def record(self, record: CallRecord) -> None:
         """Gateway observer: queue the attempt, tagged with the current trace and span."""
         ctx = trace.get_current_span().get_span_context()
-        trace_id = format(ctx.trace_id, "032x") if ctx.is_valid else None
-        span_id = format(ctx.span_id, "016x") if ctx.is_valid else None
         ts = time.time()
-        self.writer.put(t.model_calls, lambda: call_row(record, trace_id, span_id, ts))
+        self.writer.put(t.model_calls, lambda: call_row(record, ctx, ts))
 
     def summary(self, by: str = "model", *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Spend grouped by ``by``: calls, errors, cache hits, tokens and USD, biggest first."""

@@ -8,6 +8,8 @@ guardrail verdicts; budgets report rejections; alerts report what is firing.
 
 from __future__ import annotations
 
+from typing import Any
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
@@ -36,6 +38,7 @@ class Metrics:
         self.alerts_firing = Gauge("keel_alerts_firing", "1 while an alert rule's condition holds", ["rule"],
                                    registry=r)
         self.alerts_fired = Counter("keel_alerts_fired", "Alert notifications sent", ["rule"], registry=r)
+        self._per_model: dict[str, tuple[Any, ...]] = {}
 
     def observe_call(self, record: CallRecord) -> None:
         """Gateway observer: one attempt's outcome, latency, tokens and cost."""
@@ -44,12 +47,25 @@ class Metrics:
             self.cache_hits.labels(model).inc()
             self.model_calls.labels(model, "cached").inc()
             return
-        self.model_calls.labels(model, "ok" if record.ok else (record.error or "error")).inc()
-        self.model_latency.labels(model).observe(record.latency_ms / 1000.0)
-        if record.ok:
-            self.tokens.labels(model, "input").inc(record.usage.input_tokens)
-            self.tokens.labels(model, "output").inc(record.usage.output_tokens)
-            self.cost.labels(model).inc(record.cost_usd)
+        if not record.ok:
+            self.model_calls.labels(model, record.error or "error").inc()
+            self.model_latency.labels(model).observe(record.latency_ms / 1000.0)
+            return
+        ok, latency, tokens_in, tokens_out, cost = self._children(model)
+        ok.inc()
+        latency.observe(record.latency_ms / 1000.0)
+        tokens_in.inc(record.usage.input_tokens)
+        tokens_out.inc(record.usage.output_tokens)
+        cost.inc(record.cost_usd)
+
+    def _children(self, model: str) -> tuple[Any, ...]:
+        """The labelled series of a model's successful calls, looked up once (labels() is not free)."""
+        found = self._per_model.get(model)
+        if found is None:
+            found = self._per_model[model] = (
+                self.model_calls.labels(model, "ok"), self.model_latency.labels(model),
+                self.tokens.labels(model, "input"), self.tokens.labels(model, "output"), self.cost.labels(model))
+        return found
 
     def observe_request(self, route: str, status: str, latency_s: float) -> None:
         self.requests.labels(route, status).inc()

@@ -125,7 +125,7 @@ def _set_request(span: Span, model: str, provider_name: str, request: ChatReques
                  operation: str) -> None:
     provider, _, remote_model = provider_name.partition(":")
     params = {"temperature": request.temperature, "max_tokens": request.max_tokens}
-    span.set_attributes({
+    attrs: dict[str, Any] = {
         "gen_ai.operation.name": operation,
         "gen_ai.provider.name": provider,
         "gen_ai.request.model": remote_model or model,
@@ -136,20 +136,23 @@ def _set_request(span: Span, model: str, provider_name: str, request: ChatReques
         SA.LLM_INVOCATION_PARAMETERS: json.dumps({k: v for k, v in params.items() if v is not None}),
         "keel.model": model,
         "keel.attempt": attempt,
-    })
+    }
     if request.max_tokens:
-        span.set_attribute("gen_ai.request.max_tokens", request.max_tokens)
-    set_request_context(span, request.metadata)
+        attrs["gen_ai.request.max_tokens"] = request.max_tokens
+    for key, attr in _CONTEXT_KEYS.items():
+        if request.metadata.get(key):
+            attrs[attr] = str(request.metadata[key])
     if _state["capture"]:
-        _set_messages(span, [(m.role, m.content) for m in request.messages], SA.LLM_INPUT_MESSAGES)
-        span.set_attribute("gen_ai.input.messages", json.dumps(
-            [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in request.messages]))
+        _messages(attrs, [(m.role, m.content) for m in request.messages], SA.LLM_INPUT_MESSAGES)
+        attrs["gen_ai.input.messages"] = json.dumps(
+            [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in request.messages])
+    span.set_attributes(attrs)  # one call: the SDK takes its lock and checks limits once
 
 
-def _set_messages(span: Span, messages: list[tuple[str, str]], prefix: str) -> None:
+def _messages(attrs: dict[str, Any], messages: list[tuple[str, str]], prefix: str) -> None:
     for i, (role, content) in enumerate(messages):
-        span.set_attribute(f"{prefix}.{i}.{MessageAttributes.MESSAGE_ROLE}", role)
-        span.set_attribute(f"{prefix}.{i}.{MessageAttributes.MESSAGE_CONTENT}", content)
+        attrs[f"{prefix}.{i}.{MessageAttributes.MESSAGE_ROLE}"] = role
+        attrs[f"{prefix}.{i}.{MessageAttributes.MESSAGE_CONTENT}"] = content
 
 
 def set_model_response(span: Span, response: ChatResponse, pricer: Pricer | None = None) -> None:
@@ -158,7 +161,7 @@ def set_model_response(span: Span, response: ChatResponse, pricer: Pricer | None
         return
     u = response.usage
     prompt_cost = pricer.cost(type(u)(input_tokens=u.input_tokens, cached_tokens=u.cached_tokens)) if pricer else 0.0
-    span.set_attributes({
+    attrs: dict[str, Any] = {
         "gen_ai.response.model": response.model,
         "gen_ai.response.finish_reasons": [response.finish_reason],
         "gen_ai.usage.input_tokens": u.input_tokens,
@@ -172,12 +175,13 @@ def set_model_response(span: Span, response: ChatResponse, pricer: Pricer | None
         SA.LLM_COST_TOTAL: response.cost_usd,
         SA.LLM_FINISH_REASON: response.finish_reason,
         "keel.cached": response.cached,
-    })
+    }
     if _state["capture"]:
-        _set_messages(span, [("assistant", response.text)], SA.LLM_OUTPUT_MESSAGES)
-        span.set_attribute("gen_ai.output.messages", json.dumps(
+        _messages(attrs, [("assistant", response.text)], SA.LLM_OUTPUT_MESSAGES)
+        attrs["gen_ai.output.messages"] = json.dumps(
             [{"role": "assistant", "parts": [{"type": "text", "content": response.text}],
-              "finish_reason": response.finish_reason}]))
+              "finish_reason": response.finish_reason}])
+    span.set_attributes(attrs)
 
 
 def set_retrieval_documents(span: Span, hits: Iterable[Any], query: str | None = None) -> None:
