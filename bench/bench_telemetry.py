@@ -8,7 +8,8 @@ inside the timed region), Prometheus metrics and one alert rule. Rounds
 alternate so both see the same machine load; the figure is the median round.
 
 Also printed, not part of the target: full telemetry without message text
-(``capture_content: false``), with a SQLite budget (two BEGIN IMMEDIATE
+(``capture_content: false``), with 10% of traces sampled (costs and metrics
+still see every call), with a SQLite budget (two BEGIN IMMEDIATE
 transactions per call), and with one audit record per request (one
 synchronous, hash-chained insert), plus the added time as a share of a
 request whose model takes 100 ms or 1 s.
@@ -32,13 +33,14 @@ from keel.models import ChatRequest, FakeProvider, Message
 QUESTION = "What does the refund policy say about damaged items bought on sale?"
 
 
-def make_app(home: Path, *, enabled: bool, budget: bool = False, content: bool = True) -> App:
+def make_app(home: Path, *, enabled: bool, budget: bool = False, content: bool = True,
+             sample: float = 1.0) -> App:
     settings: dict = {
         "home": home,
         "models": {"m": {"provider": "fake", "input_price_per_mtok": 0.15, "output_price_per_mtok": 0.6}},
         "roles": {"chat": ["m"]},
         "gateway": {"cache": {"enabled": False}},
-        "telemetry": {"enabled": enabled, "capture_content": content,
+        "telemetry": {"enabled": enabled, "capture_content": content, "sample_ratio": sample,
                       "alerts": [{"name": "spend", "metric": "cost_usd", "threshold": 10, "window_s": 3600}]},
     }
     if budget:
@@ -75,14 +77,16 @@ def main() -> None:
         full = make_app(Path(tmp) / "full", enabled=True)
         budgeted = make_app(Path(tmp) / "budget", enabled=True, budget=True)
         no_text = make_app(Path(tmp) / "notext", enabled=True, content=False)
-        for app in (off, full, budgeted, no_text):
+        sampled = make_app(Path(tmp) / "sampled", enabled=True, sample=0.1)
+        for app in (off, full, budgeted, no_text, sampled):
             run(app, 200)  # warm up: imports, migrations, first connections
-        times: dict[str, list[float]] = {"off": [], "full": [], "full-content": [], "full+budget": [],
-                                         "full+audit": []}
+        times: dict[str, list[float]] = {"off": [], "full": [], "full-content": [], "full@10%": [],
+                                         "full+budget": [], "full+audit": []}
         for _ in range(args.rounds):
             times["off"].append(run(off, args.requests))
             times["full"].append(run(full, args.requests))
             times["full-content"].append(run(no_text, args.requests))
+            times["full@10%"].append(run(sampled, args.requests))
             times["full+budget"].append(run(budgeted, args.requests))
             times["full+audit"].append(run(full, max(args.requests // 4, 50), audit=True))
         spans = full.telemetry.traces.list(limit=1)[0].spans

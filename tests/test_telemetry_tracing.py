@@ -228,3 +228,16 @@ def test_otlp_http_export_reaches_a_collector(monkeypatch):
     assert attrs["openinference.span.kind"].string_value == "LLM"
     assert attrs["llm.token_count.total"].int_value > 0
     assert len(app.telemetry.traces.tree(trace_id)[0].children) == 4  # the store got them as well
+
+
+def test_sampling_keeps_a_share_of_traces_and_every_cost_row():
+    app = _app(replies=["x"] * 200, telemetry={"sample_ratio": 0.25})
+    app.gateway
+    for i in range(200):
+        with trace.get_tracer("keel").start_as_current_span("keel.ask"):
+            app.gateway.chat(ChatRequest(messages=[Message(role="user", content=f"q{i}")]))
+    app.telemetry.flush()
+    kept = len(app.telemetry.traces.list(limit=1000))
+    assert 20 <= kept <= 80  # about a quarter; trace ids are random
+    assert all(t.spans == 2 for t in app.telemetry.traces.list(limit=1000))  # children follow their root
+    assert sum(r["calls"] for r in app.telemetry.costs.summary("model")) == 200

@@ -150,6 +150,9 @@ class TelemetrySettings(_Strict):
     otlp_headers: dict[str, str] = Field(default_factory=dict)
     #: False: spans carry no prompt or answer text, only sizes, tokens and costs
     capture_content: bool = True
+    #: share of traces recorded (by trace id, children follow their root); costs, metrics,
+    #: budgets and the audit ledger always see every call
+    sample_ratio: float = Field(1.0, ge=0, le=1)
     service_name: str = "keel"
     audit: AuditSettings = AuditSettings()
     #: alert rules, evaluated on every model call; sent to the log and to webhook_url

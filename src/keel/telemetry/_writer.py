@@ -1,9 +1,10 @@
 """Batched, off-the-request-path inserts.
 
 Telemetry must not slow the request it observes: span and cost rows are handed
-to a queue in O(1) and written by one daemon thread in batches (one
-transaction per batch). ``flush()`` writes everything queued so far, so a CLI
-command or a test reads its own writes; an ``atexit`` hook flushes at exit.
+to a queue in O(1) and written in batches (one transaction per batch) by one
+daemon thread shared by every writer in the process. ``flush()`` writes
+everything queued so far, so a CLI command or a test reads its own writes; an
+``atexit`` hook flushes at exit.
 """
 
 from __future__ import annotations
@@ -25,37 +26,32 @@ __all__ = ["BatchWriter"]
 
 log = logging.getLogger("keel.telemetry")
 Row = tuple[sa.Table, Callable[[], dict[str, Any]] | dict[str, Any]]
+INTERVAL_S = 0.25
 _live: weakref.WeakSet[BatchWriter] = weakref.WeakSet()
+_wake = threading.Event()
+_started = threading.Lock()
+_thread: list[threading.Thread] = []
 
 
 class BatchWriter:
-    def __init__(self, engine: Engine, *, interval_s: float = 0.25, batch: int = 512) -> None:
+    def __init__(self, engine: Engine, *, batch: int = 512) -> None:
         self.engine = engine
-        self.interval_s = interval_s
         self.batch = batch
         self._queue: deque[Row] = deque()
-        self._wake = threading.Event()
         self._flush_lock = threading.Lock()
-        self._closed = False
-        self._thread = threading.Thread(target=self._run, name="keel-telemetry-writer", daemon=True)
-        self._thread.start()
         _live.add(self)
+        _ensure_thread()
 
     def put(self, table: sa.Table, row: Callable[[], dict[str, Any]] | dict[str, Any]) -> None:
         """Queue a row (or a function building it, run off the request path)."""
         self._queue.append((table, row))
         if len(self._queue) >= self.batch:
-            self._wake.set()
+            _wake.set()
 
     def flush(self) -> None:
         with self._flush_lock:
             while self._queue:
                 self._write(self._drain())
-
-    def close(self) -> None:
-        self._closed = True
-        self._wake.set()
-        self.flush()
 
     def _drain(self) -> dict[sa.Table, list[dict[str, Any]]]:
         grouped: dict[sa.Table, list[dict[str, Any]]] = {}
@@ -71,20 +67,34 @@ class BatchWriter:
         try:
             with local_write_lock(self.engine), self.engine.begin() as conn:
                 for table, rows in grouped.items():
-                    columns = list(rows[0])
-                    # the driver's executemany with tuples: a fraction of Core's per-row cost
-                    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-                    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-                    conn.exec_driver_sql(sql, [tuple(row[c] for c in columns) for row in rows])
+                    conn.exec_driver_sql(*_insert(conn, table, rows))
         except sa.exc.SQLAlchemyError:
             log.exception("telemetry: could not write %d rows", sum(map(len, grouped.values())))
 
-    def _run(self) -> None:
-        while not self._closed:
-            self._wake.wait(self.interval_s)
-            self._wake.clear()
-            if self._queue:
-                self.flush()
+
+def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+    """The driver's own executemany with tuples: a fraction of SQLAlchemy Core's per-row cost."""
+    columns = list(rows[0])
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    return sql, [tuple(row[c] for c in columns) for row in rows]
+
+
+def _run() -> None:
+    while True:
+        _wake.wait(INTERVAL_S)
+        _wake.clear()
+        for writer in list(_live):
+            if writer._queue:
+                writer.flush()
+
+
+def _ensure_thread() -> None:
+    with _started:
+        if not _thread:
+            thread = threading.Thread(target=_run, name="keel-telemetry-writer", daemon=True)
+            thread.start()
+            _thread.append(thread)
 
 
 @atexit.register

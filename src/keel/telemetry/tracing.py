@@ -19,7 +19,14 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor
-from opentelemetry.sdk.trace.sampling import ALWAYS_ON, Decision, ParentBased, Sampler, SamplingResult
+from opentelemetry.sdk.trace.sampling import (
+    ALWAYS_ON,
+    Decision,
+    ParentBased,
+    Sampler,
+    SamplingResult,
+    TraceIdRatioBased,
+)
 from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.util.types import Attributes
 
@@ -37,7 +44,10 @@ class _Switch(Sampler):
 
     def __init__(self) -> None:
         self.on = True
-        self._inner = ParentBased(ALWAYS_ON)
+        self._inner: Sampler = ParentBased(ALWAYS_ON)
+
+    def set_ratio(self, ratio: float) -> None:
+        self._inner = ParentBased(ALWAYS_ON if ratio >= 1 else TraceIdRatioBased(ratio))
 
     def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
                       kind: SpanKind | None = None, attributes: Attributes = None,
@@ -106,6 +116,7 @@ def setup_tracing(settings: TelemetrySettings, store_processor: SpanProcessor | 
             targets.append(BatchSpanProcessor(_otlp_exporter(settings), schedule_delay_millis=500))
         fanout.targets = tuple(targets) if settings.enabled else ()
         sampler.on = settings.enabled
+        sampler.set_ratio(settings.sample_ratio)
         set_content_capture(settings.capture_content)
         _state["key"] = config_key
     for p in old:
