@@ -33,20 +33,29 @@ from keel.models import ChatRequest, FakeProvider, Message
 QUESTION = "What does the refund policy say about damaged items bought on sale?"
 
 
-def make_app(home: Path, *, enabled: bool, budget: bool = False, content: bool = True,
-             sample: float = 1.0) -> App:
+def make_app(
+    home: Path, *, enabled: bool, budget: bool = False, content: bool = True, sample: float = 1.0
+) -> App:
     settings: dict = {
         "home": home,
         "models": {"m": {"provider": "fake", "input_price_per_mtok": 0.15, "output_price_per_mtok": 0.6}},
         "roles": {"chat": ["m"]},
         "gateway": {"cache": {"enabled": False}},
-        "telemetry": {"enabled": enabled, "capture_content": content, "sample_ratio": sample,
-                      "alerts": [{"name": "spend", "metric": "cost_usd", "threshold": 10, "window_s": 3600}]},
+        "telemetry": {
+            "enabled": enabled,
+            "capture_content": content,
+            "sample_ratio": sample,
+            "alerts": [{"name": "spend", "metric": "cost_usd", "threshold": 10, "window_s": 3600}],
+        },
     }
     if budget:
         settings["budgets"] = {"limits": [{"scope": "user", "usd": 1e6, "per": "day"}]}
-    return App(providers={"m": FakeProvider(["Damaged sale items can be refunded within 30 days."],
-                                            repeat_last=True)}, **settings)
+    return App(
+        providers={
+            "m": FakeProvider(["Damaged sale items can be refunded within 30 days."], repeat_last=True)
+        },
+        **settings,
+    )
 
 
 def run(app: App, n: int, *, audit: bool = False) -> float:
@@ -57,9 +66,13 @@ def run(app: App, n: int, *, audit: bool = False) -> float:
     started = time.perf_counter()
     for i in range(n):
         with tracer.start_as_current_span("keel.ask"):
-            request = ChatRequest(messages=[Message(role="system", content="Answer from the sources."),
-                                            Message(role="user", content=QUESTION)],
-                                  metadata={"user_id": f"u{i % 7}", "session_id": f"s{i % 13}", "request_id": str(i)})
+            request = ChatRequest(
+                messages=[
+                    Message(role="system", content="Answer from the sources."),
+                    Message(role="user", content=QUESTION),
+                ],
+                metadata={"user_id": f"u{i % 7}", "session_id": f"s{i % 13}", "request_id": str(i)},
+            )
             answer = gateway.chat(request)
             if audit:
                 app.audit("answer", {"model": answer.model, "answer": answer.text, "cost": answer.cost_usd})
@@ -80,8 +93,14 @@ def main() -> None:
         sampled = make_app(Path(tmp) / "sampled", enabled=True, sample=0.1)
         for app in (off, full, budgeted, no_text, sampled):
             run(app, 200)  # warm up: imports, migrations, first connections
-        times: dict[str, list[float]] = {"off": [], "full": [], "full-content": [], "full@10%": [],
-                                         "full+budget": [], "full+audit": []}
+        times: dict[str, list[float]] = {
+            "off": [],
+            "full": [],
+            "full-content": [],
+            "full@10%": [],
+            "full+budget": [],
+            "full+audit": [],
+        }
         for _ in range(args.rounds):
             times["off"].append(run(off, args.requests))
             times["full"].append(run(full, args.requests))
@@ -99,10 +118,15 @@ def main() -> None:
     print(f"stored: {calls} model-call rows, {spans} spans in the last trace")
     overhead = median["full"] / base - 1
     added_ms = (median["full"] - base) * 1000
-    print(f"telemetry overhead (full vs off): {overhead * 100:.1f}%  (target ≤ 10%), "
-          f"{added_ms * 1000:.0f} µs added per request")
+    print(
+        f"telemetry overhead (full vs off): {overhead * 100:.1f}%  (target ≤ 10%), "
+        f"{added_ms * 1000:.0f} µs added per request"
+    )
     for model_ms in (100, 1000):
-        print(f"  as a share of a request whose model answers in {model_ms} ms: {added_ms / model_ms * 100:.2f}%")
+        print(
+            f"  as a share of a request whose model answers in {model_ms} ms: "
+            f"{added_ms / model_ms * 100:.2f}%"
+        )
 
 
 if __name__ == "__main__":

@@ -49,11 +49,16 @@ def _record(cost: float = 0.0, ok: bool = True) -> CallRecord:
 def test_a_cost_rate_breach_fires_the_webhook_once_not_once_per_request(webhook, caplog):
     url, received = webhook
     # $10/hour, with calls of $0.75 (5 input tokens): the 14th call crosses it
-    app = App(models={"m": {"provider": "fake", "input_price_per_mtok": 150_000, "output_price_per_mtok": 0}},
-              roles={"chat": ["m"]}, providers={"m": FakeProvider(["ok"], repeat_last=True)},
-              gateway={"cache": {"enabled": False}},
-              telemetry={"webhook_url": url,
-                         "alerts": [{"name": "spend", "metric": "cost_usd", "threshold": 10, "window_s": 3600}]})
+    app = App(
+        models={"m": {"provider": "fake", "input_price_per_mtok": 150_000, "output_price_per_mtok": 0}},
+        roles={"chat": ["m"]},
+        providers={"m": FakeProvider(["ok"], repeat_last=True)},
+        gateway={"cache": {"enabled": False}},
+        telemetry={
+            "webhook_url": url,
+            "alerts": [{"name": "spend", "metric": "cost_usd", "threshold": 10, "window_s": 3600}],
+        },
+    )
     request = ChatRequest(messages=[Message(role="user", content="hi")])
     caplog.set_level(logging.WARNING, logger="keel.alerts")
     costs = [app.gateway.chat(request).cost_usd for _ in range(40)]
@@ -63,7 +68,12 @@ def test_a_cost_rate_breach_fires_the_webhook_once_not_once_per_request(webhook,
     assert len(received) == 1
     alert = received[0]
     assert {k: alert[k] for k in ("alert", "state", "metric", "threshold", "window_s")} == {
-        "alert": "spend", "state": "firing", "metric": "cost_usd", "threshold": 10, "window_s": 3600}
+        "alert": "spend",
+        "state": "firing",
+        "metric": "cost_usd",
+        "threshold": 10,
+        "window_s": 3600,
+    }
     assert alert["value"] == pytest.approx(10.5) and "spend firing" in alert["text"]
     assert [r.message for r in caplog.records if "spend" in r.message] == [alert["text"]]
     metrics = app.telemetry.metrics.render().decode()
@@ -75,8 +85,12 @@ def test_it_resolves_once_the_window_clears_and_can_fire_again(webhook):
     url, received = webhook
     now = [1000.0]
     metrics = Metrics()
-    alerts = AlertManager([AlertRule(name="errors", metric="error_rate", threshold=0.05, window_s=300, min_calls=20)],
-                          webhook_url=url, metrics=metrics, clock=lambda: now[0])
+    alerts = AlertManager(
+        [AlertRule(name="errors", metric="error_rate", threshold=0.05, window_s=300, min_calls=20)],
+        webhook_url=url,
+        metrics=metrics,
+        clock=lambda: now[0],
+    )
     for i in range(40):
         now[0] += 1
         alerts.observe(_record(ok=i % 10 != 0))  # 10% errors
@@ -107,10 +121,13 @@ def test_error_rate_waits_for_enough_calls():
 
 
 def test_failed_model_calls_count_as_errors_through_the_gateway():
-    app = App(models={"m": {"provider": "fake"}}, roles={"chat": ["m"]},
-              providers={"m": FakeProvider([ModelUnavailable("down")], repeat_last=True)},
-              gateway={"cache": {"enabled": False}, "max_retries": 0},
-              telemetry={"alerts": [{"name": "errs", "metric": "errors", "threshold": 2, "window_s": 60}]})
+    app = App(
+        models={"m": {"provider": "fake"}},
+        roles={"chat": ["m"]},
+        providers={"m": FakeProvider([ModelUnavailable("down")], repeat_last=True)},
+        gateway={"cache": {"enabled": False}, "max_retries": 0},
+        telemetry={"alerts": [{"name": "errs", "metric": "errors", "threshold": 2, "window_s": 60}]},
+    )
     for _ in range(3):
         with pytest.raises(ModelUnavailable):
             app.gateway.chat(ChatRequest(messages=[Message(role="user", content="hi")]))
@@ -118,8 +135,9 @@ def test_failed_model_calls_count_as_errors_through_the_gateway():
 
 
 def test_an_unreachable_webhook_is_logged_not_raised(caplog):
-    alerts = AlertManager([AlertRule(name="c", metric="calls", threshold=0)], webhook_url="http://127.0.0.1:9/x",
-                          timeout_s=1)
+    alerts = AlertManager(
+        [AlertRule(name="c", metric="calls", threshold=0)], webhook_url="http://127.0.0.1:9/x", timeout_s=1
+    )
     alerts.observe(_record())
     alerts.wait()
     assert any("webhook http://127.0.0.1:9/x failed" in r.message for r in caplog.records)

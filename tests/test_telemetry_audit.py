@@ -47,8 +47,13 @@ def _swap(ledger: AuditLedger, a: int, b: int) -> None:
         ra = conn.execute(sa.text(f"SELECT {cols} FROM keel_audit WHERE seq = :s"), {"s": a}).one()
         rb = conn.execute(sa.text(f"SELECT {cols} FROM keel_audit WHERE seq = :s"), {"s": b}).one()
         for seq, row in ((a, rb), (b, ra)):
-            conn.execute(sa.text("UPDATE keel_audit SET ts=:ts, event=:event, data=:data, prev_hash=:prev_hash, "
-                                 "hash=:hash WHERE seq=:seq"), {**row._mapping, "seq": seq})
+            conn.execute(
+                sa.text(
+                    "UPDATE keel_audit SET ts=:ts, event=:event, data=:data, prev_hash=:prev_hash, "
+                    "hash=:hash WHERE seq=:seq"
+                ),
+                {**row._mapping, "seq": seq},
+            )
 
 
 @pytest.fixture
@@ -66,8 +71,13 @@ def test_records_chain_each_hash_to_the_previous(url):
     for rec in records:
         assert rec.hash == record_hash(rec.prev_hash, rec.seq, rec.ts, rec.event, rec.data)
     assert records[2].data == DECISIONS[2][1]
-    assert ledger.verify().to_dict() == {"ok": True, "checked": 5, "first_bad": None, "reason": None,
-                                         "head": records[-1].hash}
+    assert ledger.verify().to_dict() == {
+        "ok": True,
+        "checked": 5,
+        "first_bad": None,
+        "reason": None,
+        "head": records[-1].hash,
+    }
     assert ledger.head() == (5, records[-1].hash)
 
 

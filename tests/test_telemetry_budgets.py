@@ -20,8 +20,9 @@ PRICE = {"provider": "fake", "input_price_per_mtok": 1.0, "output_price_per_mtok
 
 
 def _request(user: str = "alice", **metadata: str) -> ChatRequest:
-    return ChatRequest(messages=[Message(role="user", content="how many?")],
-                       metadata={"user_id": user, **metadata})
+    return ChatRequest(
+        messages=[Message(role="user", content="how many?")], metadata={"user_id": user, **metadata}
+    )
 
 
 def _call_cost() -> float:
@@ -33,8 +34,13 @@ def _call_cost() -> float:
 
 def _app(budgets: dict, reply=None) -> App:
     provider = FakeProvider([reply or "twelve"], repeat_last=True, name="fake:m")
-    return App(models={"m": PRICE}, roles={"chat": ["m"]}, providers={"m": provider},
-               gateway={"cache": {"enabled": False}}, budgets=budgets)
+    return App(
+        models={"m": PRICE},
+        roles={"chat": ["m"]},
+        providers={"m": provider},
+        gateway={"cache": {"enabled": False}},
+        budgets=budgets,
+    )
 
 
 def _slow(request: ChatRequest) -> str:
@@ -49,7 +55,7 @@ def _hammer(app: App, n: int = 50) -> tuple[list[str], list[BudgetExceeded]]:
         except BudgetExceeded as exc:
             return exc
 
-    app.gateway  # build once, outside the race
+    _ = app.gateway  # build once, outside the race
     with ThreadPoolExecutor(max_workers=n) as pool:
         results = list(pool.map(one, range(n)))
     return [r for r in results if isinstance(r, str)], [r for r in results if isinstance(r, BudgetExceeded)]
@@ -88,7 +94,7 @@ def test_fifty_concurrent_requests_against_a_budget_for_ten_redis():
         except BudgetExceeded as exc:
             return exc
 
-    app.gateway
+    _ = app.gateway
     with ThreadPoolExecutor(max_workers=50) as pool:
         results = list(pool.map(one, range(50)))
     answered = [r for r in results if isinstance(r, str)]
@@ -98,7 +104,9 @@ def test_fifty_concurrent_requests_against_a_budget_for_ten_redis():
         usage = budgets.usage({"user_id": user})[0]
         assert usage["spent_usd"] == pytest.approx(10 * cost) and usage["reserved_usd"] == 0
         assert refused[0].budget == f"user:{user} per hour" and refused[0].resets_at.endswith(":00:00Z")
-        ttl = counters.client.ttl(counters.prefix + budgets.checks({"user_id": user}, datetime.now(UTC))[0].key)
+        ttl = counters.client.ttl(
+            counters.prefix + budgets.checks({"user_id": user}, datetime.now(UTC))[0].key
+        )
         assert 86400 < ttl <= 86400 + 3600  # the counter expires a day after its window ends
     finally:
         for key in counters.client.scan_iter(counters.prefix + "*"):
@@ -122,8 +130,14 @@ def test_a_runaway_loop_stops_within_one_call_of_its_request_budget():
 
 def test_every_applicable_budget_must_have_room_and_a_refusal_reserves_nothing():
     cost = _call_cost()
-    app = _app({"limits": [{"scope": "global", "usd": 3 * cost, "per": "hour"},
-                           {"scope": "tenant", "usd": 100 * cost}]})
+    app = _app(
+        {
+            "limits": [
+                {"scope": "global", "usd": 3 * cost, "per": "hour"},
+                {"scope": "tenant", "usd": 100 * cost},
+            ]
+        }
+    )
     for user in ("a", "b", "c"):
         app.gateway.chat(_request(user, tenant_id="acme"))
     with pytest.raises(BudgetExceeded, match="global:all per hour"):
@@ -140,8 +154,13 @@ def test_a_failed_call_releases_its_reservation():
     with pytest.raises(ModelRefused):
         app.gateway.chat(_request())
     assert app.budget.usage({"user_id": "alice"})[0] == {
-        "budget": "user:alice", "limit_usd": pytest.approx(cost), "spent_usd": 0.0, "reserved_usd": 0.0,
-        "left_usd": pytest.approx(cost), "resets_at": None}
+        "budget": "user:alice",
+        "limit_usd": pytest.approx(cost),
+        "spent_usd": 0.0,
+        "reserved_usd": 0.0,
+        "left_usd": pytest.approx(cost),
+        "resets_at": None,
+    }
 
 
 def test_no_limits_means_no_counter_io_and_missing_ids_skip_their_budget(tmp_path):
@@ -159,14 +178,17 @@ def test_rejections_are_counted_in_the_metrics():
     assert b'keel_budget_rejections_total{scope="user"} 1.0' in app.telemetry.metrics.render()
 
 
-@pytest.mark.parametrize(("per", "label", "resets"), [
-    ("minute", "20261130T0547", "2026-11-30T05:48:00"),
-    ("hour", "20261130T05", "2026-11-30T06:00:00"),
-    ("day", "20261130", "2026-12-01T00:00:00"),
-    ("week", "2026W49", "2026-12-07T00:00:00"),
-    ("month", "202611", "2026-12-01T00:00:00"),
-    (None, "total", None),
-])
+@pytest.mark.parametrize(
+    ("per", "label", "resets"),
+    [
+        ("minute", "20261130T0547", "2026-11-30T05:48:00"),
+        ("hour", "20261130T05", "2026-11-30T06:00:00"),
+        ("day", "20261130", "2026-12-01T00:00:00"),
+        ("week", "2026W49", "2026-12-07T00:00:00"),
+        ("month", "202611", "2026-12-01T00:00:00"),
+        (None, "total", None),
+    ],
+)
 def test_windows_are_utc_aligned(per, label, resets):
     got_label, end = window(per, datetime(2026, 11, 30, 5, 47, 13, tzinfo=UTC))
     assert (got_label, end.strftime("%Y-%m-%dT%H:%M:%S") if end else None) == (label, resets)

@@ -17,25 +17,36 @@ from keel.models import ChatRequest, FakeProvider, Message
 from keel.telemetry.costs import parse_since
 
 TRAFFIC = [  # (model, user, session, tenant, request)
-    ("cheap", "ann", "s1", "acme", "r1"), ("cheap", "ann", "s1", "acme", "r1"), ("big", "ann", "s1", "acme", "r2"),
-    ("cheap", "bob", "s2", "acme", "r3"), ("big", "bob", "s3", "zeta", "r4"),
+    ("cheap", "ann", "s1", "acme", "r1"),
+    ("cheap", "ann", "s1", "acme", "r1"),
+    ("big", "ann", "s1", "acme", "r2"),
+    ("cheap", "bob", "s2", "acme", "r3"),
+    ("big", "bob", "s3", "zeta", "r4"),
 ]
 
 
 def _app(**settings) -> App:
-    models = {"cheap": {"provider": "fake", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0},
-              "big": {"provider": "fake", "input_price_per_mtok": 10.0, "output_price_per_mtok": 30.0}}
+    models = {
+        "cheap": {"provider": "fake", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0},
+        "big": {"provider": "fake", "input_price_per_mtok": 10.0, "output_price_per_mtok": 30.0},
+    }
     providers = {name: FakeProvider(["an answer"], repeat_last=True, name=f"fake:{name}") for name in models}
-    return App(models=models, roles={"chat": ["cheap"], "big": ["big"]}, providers=providers,
-               gateway={"cache": {"enabled": True}}, **settings)
+    return App(
+        models=models,
+        roles={"chat": ["cheap"], "big": ["big"]},
+        providers=providers,
+        gateway={"cache": {"enabled": True}},
+        **settings,
+    )
 
 
 def _run(app: App) -> list[float]:
     costs = []
     for model, user, session, tenant, request_id in TRAFFIC:
-        request = ChatRequest(messages=[Message(role="user", content=f"question from {user}")],
-                              metadata={"user_id": user, "session_id": session, "tenant_id": tenant,
-                                        "request_id": request_id})
+        request = ChatRequest(
+            messages=[Message(role="user", content=f"question from {user}")],
+            metadata={"user_id": user, "session_id": session, "tenant_id": tenant, "request_id": request_id},
+        )
         costs.append(app.gateway.chat(request, role="chat" if model == "cheap" else "big").cost_usd)
     return costs
 
@@ -50,9 +61,15 @@ def test_costs_add_up_along_every_dimension():
         rows = c.summary(by)
         assert sum(r["cost_usd"] for r in rows) == pytest.approx(total), by
     by_user = {r["key"]: (r["calls"], r["cache_hits"], r["cost_usd"]) for r in c.summary("user")}
-    assert by_user == {"ann": (3, 1, pytest.approx(costs[0] + costs[2])), "bob": (2, 0, pytest.approx(costs[3] + costs[4]))}
+    assert by_user == {
+        "ann": (3, 1, pytest.approx(costs[0] + costs[2])),
+        "bob": (2, 0, pytest.approx(costs[3] + costs[4])),
+    }
     by_model = {r["key"]: r["cost_usd"] for r in c.summary("model")}
-    assert by_model == {"cheap": pytest.approx(costs[0] + costs[3]), "big": pytest.approx(costs[2] + costs[4])}
+    assert by_model == {
+        "cheap": pytest.approx(costs[0] + costs[3]),
+        "big": pytest.approx(costs[2] + costs[4]),
+    }
     assert [r["key"] for r in c.summary("model")] == ["big", "cheap"]  # biggest spend first
     assert c.total(tenant_id="zeta") == pytest.approx(costs[4])
     assert [r["key"] for r in c.summary("day")] == [time.strftime("%Y-%m-%d", time.gmtime())]
@@ -93,12 +110,15 @@ def test_metrics_registry_has_keels_series_only():
     m.observe_route("fast")
     m.observe_guardrail("pass")
     text = m.render().decode()
-    for line in ('keel_model_calls_total{model="cheap",outcome="ok"} 2.0',
-                 'keel_model_calls_total{model="cheap",outcome="cached"} 1.0',
-                 'keel_cache_hits_total{model="cheap"} 1.0',
-                 'keel_requests_total{route="fast",status="answered"} 1.0',
-                 'keel_request_latency_seconds_bucket{le="0.25",route="fast"} 1.0',
-                 'keel_routes_total{route="fast"} 1.0', 'keel_guardrail_verdicts_total{verdict="pass"} 1.0'):
+    for line in (
+        'keel_model_calls_total{model="cheap",outcome="ok"} 2.0',
+        'keel_model_calls_total{model="cheap",outcome="cached"} 1.0',
+        'keel_cache_hits_total{model="cheap"} 1.0',
+        'keel_requests_total{route="fast",status="answered"} 1.0',
+        'keel_request_latency_seconds_bucket{le="0.25",route="fast"} 1.0',
+        'keel_routes_total{route="fast"} 1.0',
+        'keel_guardrail_verdicts_total{verdict="pass"} 1.0',
+    ):
         assert line in text, line
     assert 'keel_tokens_total{kind="input",model="big"}' in text and "keel_cost_usd_total" in text
     assert "python_gc" not in text and "process_" not in text  # not the global registry

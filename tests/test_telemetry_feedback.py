@@ -18,11 +18,13 @@ from keel.telemetry.spans import set_request_context
 
 def _answered(app: App, question: str, answer: str) -> str:
     """A traced answer as the graph records it: question and answer on the root, prompt and route below."""
-    app.gateway
+    _ = app.gateway
     with trace.get_tracer("keel").start_as_current_span("keel.ask") as root:
         root.set_attribute("input.value", question)
-        request = ChatRequest(messages=[Message(role="user", content=question)],
-                              metadata={"prompt_version": "ask@7", "route": "fast"})
+        request = ChatRequest(
+            messages=[Message(role="user", content=question)],
+            metadata={"prompt_version": "ask@7", "route": "fast"},
+        )
         app.providers["m"].queue(answer)  # type: ignore[attr-defined]
         root.set_attribute("output.value", app.gateway.chat(request).text)
         set_request_context(root, {"user_id": "u1"})
@@ -31,23 +33,39 @@ def _answered(app: App, question: str, answer: str) -> str:
 
 @pytest.fixture
 def app() -> App:
-    return App(models={"m": {"provider": "fake"}}, roles={"chat": ["m"]}, providers={"m": FakeProvider()},
-               gateway={"cache": {"enabled": False}})
+    return App(
+        models={"m": {"provider": "fake"}},
+        roles={"chat": ["m"]},
+        providers={"m": FakeProvider()},
+        gateway={"cache": {"enabled": False}},
+    )
 
 
 def test_an_up_vote_joins_the_curation_queue_with_its_prompt_version_and_route(app):
     trace_id = _answered(app, "What is keel?", "A runtime for LLM apps.")
     vote = app.telemetry.feedback.record(trace_id, "up", comment="clear")
-    assert vote.to_dict() == {"id": 1, "trace_id": trace_id, "rating": "up", "comment": "clear",
-                              "prompt_version": "ask@7", "route": "fast", "question": "What is keel?",
-                              "answer": "A runtime for LLM apps.", "curation_id": 1}
+    assert vote.to_dict() == {
+        "id": 1,
+        "trace_id": trace_id,
+        "rating": "up",
+        "comment": "clear",
+        "prompt_version": "ask@7",
+        "route": "fast",
+        "question": "What is keel?",
+        "answer": "A runtime for LLM apps.",
+        "curation_id": 1,
+    }
     [candidate] = app.telemetry.feedback.curation_queue()
     assert (candidate["status"], candidate["question"], candidate["prompt_version"]) == (
-        "pending", "What is keel?", "ask@7")
+        "pending",
+        "What is keel?",
+        "ask@7",
+    )
     assert app.telemetry.feedback.few_shot_examples() == []
     app.telemetry.feedback.curate(candidate["id"], accept=True)
     assert app.telemetry.feedback.few_shot_examples("ask@7") == [
-        {"question": "What is keel?", "answer": "A runtime for LLM apps."}]
+        {"question": "What is keel?", "answer": "A runtime for LLM apps."}
+    ]
     assert app.telemetry.feedback.few_shot_examples("ask@6") == []
 
 
@@ -63,10 +81,26 @@ def test_down_votes_export_as_evaluation_cases(app):
     assert fb.export_eval_cases(out) == 2
     cases = [json.loads(line) for line in out.getvalue().splitlines()]
     assert cases == [
-        {"id": "feedback-2", "question": "Capital of France?", "rejected_answer": "Lyon", "comment": "wrong city",
-         "trace_id": bad1, "prompt_version": "ask@7", "route": "fast", "source": "feedback"},
-        {"id": "feedback-3", "question": "Who wrote Hamlet?", "rejected_answer": "Marlowe", "comment": None,
-         "trace_id": bad2, "prompt_version": "ask@7", "route": "fast", "source": "feedback"},
+        {
+            "id": "feedback-2",
+            "question": "Capital of France?",
+            "rejected_answer": "Lyon",
+            "comment": "wrong city",
+            "trace_id": bad1,
+            "prompt_version": "ask@7",
+            "route": "fast",
+            "source": "feedback",
+        },
+        {
+            "id": "feedback-3",
+            "question": "Who wrote Hamlet?",
+            "rejected_answer": "Marlowe",
+            "comment": None,
+            "trace_id": bad2,
+            "prompt_version": "ask@7",
+            "route": "fast",
+            "source": "feedback",
+        },
     ]
     assert len(fb.curation_queue()) == 1
 
@@ -88,6 +122,13 @@ def test_the_cli_records_a_vote(app):
     result = runner.invoke(cli, ["feedback", trace_id, "down", "--comment", "made up", "--json"])
     assert result.exit_code == 0, result.output
     assert {k: v for k, v in json.loads(result.stdout).items() if k != "id"} == {
-        "trace_id": trace_id, "rating": "down", "comment": "made up", "prompt_version": "ask@7", "route": "fast",
-        "question": "q?", "answer": "a!", "curation_id": None}
+        "trace_id": trace_id,
+        "rating": "down",
+        "comment": "made up",
+        "prompt_version": "ask@7",
+        "route": "fast",
+        "question": "q?",
+        "answer": "a!",
+        "curation_id": None,
+    }
     assert runner.invoke(cli, ["feedback", trace_id, "sideways"]).exit_code != 0

@@ -15,25 +15,50 @@ from keel.cli import app as cli
 from keel.errors import ModelUnavailable
 from keel.knowledge.types import SearchHit
 from keel.models import ChatRequest, FakeProvider, Message
-from keel.telemetry.spans import set_guardrail, set_kind, set_request_context, set_retrieval_documents, set_tool_call
+from keel.telemetry.spans import (
+    set_guardrail,
+    set_kind,
+    set_request_context,
+    set_retrieval_documents,
+    set_tool_call,
+)
 
-CONTEXT = {"request_id": "req-1", "session_id": "sess-1", "user_id": "alice", "tenant_id": "acme",
-           "route": "agent", "prompt_version": "ask@3"}
-HITS = [SearchHit(id="doc1#0", doc_id="doc1", title="Guide", uri="file:///guide.md", text="The answer is 42.",
-                  score=0.71, page=3),
-        SearchHit(id="doc2#1", doc_id="doc2", title="FAQ", uri="file:///faq.md", text="Ask twice.", score=0.4)]
+CONTEXT = {
+    "request_id": "req-1",
+    "session_id": "sess-1",
+    "user_id": "alice",
+    "tenant_id": "acme",
+    "route": "agent",
+    "prompt_version": "ask@3",
+}
+HITS = [
+    SearchHit(
+        id="doc1#0",
+        doc_id="doc1",
+        title="Guide",
+        uri="file:///guide.md",
+        text="The answer is 42.",
+        score=0.71,
+        page=3,
+    ),
+    SearchHit(id="doc2#1", doc_id="doc2", title="FAQ", uri="file:///faq.md", text="Ask twice.", score=0.4),
+]
 
 
 def _app(replies=("It is 42.",), **settings) -> App:
     provider = FakeProvider(list(replies), name="fake:scripted")
     settings.setdefault("gateway", {"cache": {"enabled": False}})
-    return App(models={"m": {"provider": "fake", "input_price_per_mtok": 2.0, "output_price_per_mtok": 8.0}},
-               roles={"chat": ["m"]}, providers={"m": provider}, **settings)
+    return App(
+        models={"m": {"provider": "fake", "input_price_per_mtok": 2.0, "output_price_per_mtok": 8.0}},
+        roles={"chat": ["m"]},
+        providers={"m": provider},
+        **settings,
+    )
 
 
 def _ask(app: App, question: str = "What is the answer?") -> str:
-    """What the graph does for one question: node spans with the plain OTel API, model calls via the gateway."""
-    app.gateway  # the graph is built (and tracing routed) before the first question
+    """What the graph does per question: node spans via the plain OTel API, model calls via the gateway."""
+    _ = app.gateway  # the graph is built (and tracing routed) before the first question
     tracer = trace.get_tracer("keel")
     with tracer.start_as_current_span("keel.ask") as root:
         set_kind(root, "chain")
@@ -43,8 +68,13 @@ def _ask(app: App, question: str = "What is the answer?") -> str:
             set_retrieval_documents(span, HITS, query=question)
         with tracer.start_as_current_span("tool calculator") as span:
             set_tool_call(span, "calculator", {"expression": "6*7"}, "42")
-        request = ChatRequest(messages=[Message(role="system", content="Answer from the sources."),
-                                        Message(role="user", content=question)], metadata=CONTEXT)
+        request = ChatRequest(
+            messages=[
+                Message(role="system", content="Answer from the sources."),
+                Message(role="user", content=question),
+            ],
+            metadata=CONTEXT,
+        )
         answer = app.gateway.chat(request).text
         with tracer.start_as_current_span("guardrail") as span:
             set_guardrail(span, "pass", [{"name": "groundedness", "score": 0.93}])
@@ -60,7 +90,12 @@ def _spans(app: App, trace_id: str) -> dict[str, dict]:
     stack = [(r, None) for r in roots]
     while stack:
         node, parent = stack.pop()
-        found[node.name] = {"parent": parent, "kind": node.kind, "status": node.status, "attrs": node.attributes}
+        found[node.name] = {
+            "parent": parent,
+            "kind": node.kind,
+            "status": node.status,
+            "attrs": node.attributes,
+        }
         stack.extend((c, node.name) for c in node.children)
     return found
 
@@ -71,36 +106,64 @@ def test_one_ask_has_both_vocabularies_on_the_right_spans():
 
     assert set(spans) == {"keel.ask", "retrieve", "tool calculator", "chat m", "guardrail"}
     assert {name: (s["parent"], s["kind"]) for name, s in spans.items()} == {
-        "keel.ask": (None, "CHAIN"), "retrieve": ("keel.ask", "RETRIEVER"),
-        "tool calculator": ("keel.ask", "TOOL"), "chat m": ("keel.ask", "LLM"), "guardrail": ("keel.ask", "GUARDRAIL")}
+        "keel.ask": (None, "CHAIN"),
+        "retrieve": ("keel.ask", "RETRIEVER"),
+        "tool calculator": ("keel.ask", "TOOL"),
+        "chat m": ("keel.ask", "LLM"),
+        "guardrail": ("keel.ask", "GUARDRAIL"),
+    }
     llm = spans["chat m"]["attrs"]
     i, o = llm["gen_ai.usage.input_tokens"], llm["gen_ai.usage.output_tokens"]
     assert i > 0 and o > 0
-    assert {k: llm[k] for k in llm if not k.startswith(("llm.input_messages", "llm.output_messages", "gen_ai.input",
-                                                         "gen_ai.output"))} == {
-        "gen_ai.operation.name": "chat", "gen_ai.provider.name": "fake", "gen_ai.request.model": "scripted",
-        "gen_ai.request.temperature": 0.0, "gen_ai.response.model": "m", "gen_ai.response.finish_reasons": ["stop"],
-        "gen_ai.usage.input_tokens": i, "gen_ai.usage.output_tokens": o,
-        "openinference.span.kind": "LLM", "llm.model_name": "scripted", "llm.provider": "fake",
+    assert {
+        k: llm[k]
+        for k in llm
+        if not k.startswith(("llm.input_messages", "llm.output_messages", "gen_ai.input", "gen_ai.output"))
+    } == {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "fake",
+        "gen_ai.request.model": "scripted",
+        "gen_ai.request.temperature": 0.0,
+        "gen_ai.response.model": "m",
+        "gen_ai.response.finish_reasons": ["stop"],
+        "gen_ai.usage.input_tokens": i,
+        "gen_ai.usage.output_tokens": o,
+        "openinference.span.kind": "LLM",
+        "llm.model_name": "scripted",
+        "llm.provider": "fake",
         "llm.invocation_parameters": '{"temperature": 0.0}',
-        "llm.token_count.prompt": i, "llm.token_count.completion": o, "llm.token_count.total": i + o,
+        "llm.token_count.prompt": i,
+        "llm.token_count.completion": o,
+        "llm.token_count.total": i + o,
         "llm.token_count.prompt_details.cache_read": 0,
-        "llm.cost.prompt": pytest.approx(i * 2e-6), "llm.cost.completion": pytest.approx(o * 8e-6),
-        "llm.cost.total": pytest.approx(i * 2e-6 + o * 8e-6), "llm.finish_reason": "stop",
-        "session.id": "sess-1", "user.id": "alice", "keel.request_id": "req-1", "keel.tenant_id": "acme",
-        "keel.route": "agent", "llm.prompt_template.version": "ask@3", "keel.model": "m", "keel.attempt": 1,
+        "llm.cost.prompt": pytest.approx(i * 2e-6),
+        "llm.cost.completion": pytest.approx(o * 8e-6),
+        "llm.cost.total": pytest.approx(i * 2e-6 + o * 8e-6),
+        "llm.finish_reason": "stop",
+        "session.id": "sess-1",
+        "user.id": "alice",
+        "keel.request_id": "req-1",
+        "keel.tenant_id": "acme",
+        "keel.route": "agent",
+        "llm.prompt_template.version": "ask@3",
+        "keel.model": "m",
+        "keel.attempt": 1,
         "keel.cached": False,
     }
     assert (llm["llm.input_messages.1.message.role"], llm["llm.input_messages.1.message.content"]) == (
-        "user", "What is the answer?")
+        "user",
+        "What is the answer?",
+    )
     assert llm["llm.output_messages.0.message.content"] == "It is 42."
     assert json.loads(llm["gen_ai.input.messages"])[0]["role"] == "system"
     docs = {k: v for k, v in spans["retrieve"]["attrs"].items() if k.startswith("retrieval.")}
     assert docs == {
-        "retrieval.documents.0.document.id": "doc1#0", "retrieval.documents.0.document.score": 0.71,
+        "retrieval.documents.0.document.id": "doc1#0",
+        "retrieval.documents.0.document.score": 0.71,
         "retrieval.documents.0.document.content": "The answer is 42.",
         "retrieval.documents.0.document.metadata": '{"title": "Guide", "uri": "file:///guide.md", "page": 3}',
-        "retrieval.documents.1.document.id": "doc2#1", "retrieval.documents.1.document.score": 0.4,
+        "retrieval.documents.1.document.id": "doc2#1",
+        "retrieval.documents.1.document.score": 0.4,
         "retrieval.documents.1.document.content": "Ask twice.",
         "retrieval.documents.1.document.metadata": '{"title": "FAQ", "uri": "file:///faq.md"}',
     }
@@ -121,8 +184,10 @@ def test_content_capture_off_keeps_numbers_and_drops_text():
 
 
 def test_a_retried_attempt_is_its_own_error_span_and_cost_rows_link_to_spans():
-    app = _app(replies=(ModelUnavailable("503 from upstream"), "ok now"), gateway={"cache": {"enabled": False},
-                                                                                 "backoff_base_s": 0})
+    app = _app(
+        replies=(ModelUnavailable("503 from upstream"), "ok now"),
+        gateway={"cache": {"enabled": False}, "backoff_base_s": 0},
+    )
     trace_id = _ask(app)
     roots = app.telemetry.traces.tree(trace_id)
     attempts = [c for c in roots[0].children if c.name == "chat m"]
@@ -132,8 +197,10 @@ def test_a_retried_attempt_is_its_own_error_span_and_cost_rows_link_to_spans():
     calls = app.telemetry.costs.summary("call")
     assert sorted((c["errors"], c["calls"]) for c in calls) == [(0, 1), (1, 1)]
     with app.telemetry.engine.connect() as conn:
-        linked = conn.exec_driver_sql("SELECT count(*) FROM keel_model_calls m JOIN keel_spans s "
-                                      "ON s.span_id = m.span_id AND s.trace_id = m.trace_id").scalar()
+        linked = conn.exec_driver_sql(
+            "SELECT count(*) FROM keel_model_calls m JOIN keel_spans s "
+            "ON s.span_id = m.span_id AND s.trace_id = m.trace_id"
+        ).scalar()
     assert linked == 2
 
 
@@ -168,14 +235,22 @@ def test_cli_lists_and_shows_traces():
     runner = CliRunner()
     listed = json.loads(runner.invoke(cli, ["traces", "list", "--json"]).stdout)
     assert [(t["trace_id"], t["name"], t["spans"], t["status"]) for t in listed] == [
-        (trace_id, "keel.ask", 5, "ok")]
-    assert listed[0]["cost_usd"] == pytest.approx(
-        app.telemetry.costs.total(trace_id=trace_id)) and listed[0]["cost_usd"] > 0
+        (trace_id, "keel.ask", 5, "ok")
+    ]
+    assert (
+        listed[0]["cost_usd"] == pytest.approx(app.telemetry.costs.total(trace_id=trace_id))
+        and listed[0]["cost_usd"] > 0
+    )
     shown = runner.invoke(cli, ["traces", "show", trace_id])
     assert shown.exit_code == 0
     assert "keel.ask" in shown.stdout and "chat m" in shown.stdout and "tok" in shown.stdout
     tree = json.loads(runner.invoke(cli, ["traces", "show", trace_id, "--json"]).stdout)
-    assert [c["name"] for c in tree["spans"][0]["children"]] == ["retrieve", "tool calculator", "chat m", "guardrail"]
+    assert [c["name"] for c in tree["spans"][0]["children"]] == [
+        "retrieve",
+        "tool calculator",
+        "chat m",
+        "guardrail",
+    ]
     missing = runner.invoke(cli, ["traces", "show", "nope"])
     assert missing.exit_code != 0
 
@@ -232,7 +307,7 @@ def test_otlp_http_export_reaches_a_collector(monkeypatch):
 
 def test_sampling_keeps_a_share_of_traces_and_every_cost_row():
     app = _app(replies=["x"] * 200, telemetry={"sample_ratio": 0.25})
-    app.gateway
+    _ = app.gateway
     for i in range(200):
         with trace.get_tracer("keel").start_as_current_span("keel.ask"):
             app.gateway.chat(ChatRequest(messages=[Message(role="user", content=f"q{i}")]))

@@ -15,7 +15,9 @@ from ..telemetry.costs import GROUPINGS, parse_since
 from ..telemetry.traces import SpanNode
 from ._common import ConfigOption, JsonOption, console, make_app, print_json
 
-SinceOption = Annotated[str | None, typer.Option("--since", help="only since: 24h, 7d, 30m or a date (2026-11-01)")]
+SinceOption = Annotated[
+    str | None, typer.Option("--since", help="only since: 24h, 7d, 30m or a date (2026-11-01)")
+]
 
 
 def _when(ts: float) -> str:
@@ -52,23 +54,36 @@ def _list_traces(config: Path | None, limit: int, since: str | None, as_json: bo
         return
     for r in rows:
         flag = " [red]error[/red]" if r.status == "error" else ""
-        console.print(f"{r.trace_id}  {_when(r.start_time)}  {r.name:<28} {r.duration_ms:9.1f} ms  "
-                      f"{r.spans:3d} spans  {r.input_tokens}→{r.output_tokens} tok  ${r.cost_usd:.6f}{flag}")
+        console.print(
+            f"{r.trace_id}  {_when(r.start_time)}  {r.name:<28} {r.duration_ms:9.1f} ms  "
+            f"{r.spans:3d} spans  {r.input_tokens}→{r.output_tokens} tok  ${r.cost_usd:.6f}{flag}"
+        )
 
 
 def _register_traces(app: typer.Typer) -> None:
-    traces = typer.Typer(help="Recorded traces: list them, or show one as a span tree.", no_args_is_help=False)
+    traces = typer.Typer(
+        help="Recorded traces: list them, or show one as a span tree.", no_args_is_help=False
+    )
 
     @traces.callback(invoke_without_command=True)
-    def traces_default(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False,
-                       limit: Annotated[int, typer.Option("--limit", "-n")] = 20, since: SinceOption = None) -> None:
+    def traces_default(
+        ctx: typer.Context,
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+        limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+        since: SinceOption = None,
+    ) -> None:
         """List recent traces (same as `keel traces list`)."""
         if ctx.invoked_subcommand is None:
             _list_traces(config, limit, since, as_json)
 
     @traces.command("list")
-    def traces_list(config: ConfigOption = None, as_json: JsonOption = False,
-                    limit: Annotated[int, typer.Option("--limit", "-n")] = 20, since: SinceOption = None) -> None:
+    def traces_list(
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+        limit: Annotated[int, typer.Option("--limit", "-n")] = 20,
+        since: SinceOption = None,
+    ) -> None:
         """Recent traces, newest first: root span, duration, span count, tokens, cost."""
         _list_traces(config, limit, since, as_json)
 
@@ -89,30 +104,50 @@ def _register_traces(app: typer.Typer) -> None:
 
 def _register_costs(app: typer.Typer) -> None:
     @app.command()
-    def costs(config: ConfigOption = None, as_json: JsonOption = False,
-              by: Annotated[str, typer.Option("--by", help=f"group by: {', '.join(GROUPINGS)}")] = "model",
-              since: SinceOption = None) -> None:
+    def costs(
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+        by: Annotated[str, typer.Option("--by", help=f"group by: {', '.join(GROUPINGS)}")] = "model",
+        since: SinceOption = None,
+    ) -> None:
         """Spend by model, user, day, session, request, tenant, route or call."""
         rows = make_app(config).telemetry.costs.summary(by, since=parse_since(since))
         if as_json:
-            print_json({"by": by, "since": since, "total_usd": round(sum(r["cost_usd"] for r in rows), 9),
-                        "rows": rows})
+            print_json(
+                {
+                    "by": by,
+                    "since": since,
+                    "total_usd": round(sum(r["cost_usd"] for r in rows), 9),
+                    "rows": rows,
+                }
+            )
             return
         from rich.table import Table
 
         table = Table(by, "calls", "errors", "cache hits", "tokens in", "tokens out", "USD")
         for r in rows:
-            table.add_row(str(r["key"] if r["key"] is not None else "-"), str(r["calls"]), str(r["errors"]),
-                          str(r["cache_hits"]), str(r["input_tokens"]), str(r["output_tokens"]), f"{r['cost_usd']:.6f}")
+            table.add_row(
+                str(r["key"] if r["key"] is not None else "-"),
+                str(r["calls"]),
+                str(r["errors"]),
+                str(r["cache_hits"]),
+                str(r["input_tokens"]),
+                str(r["output_tokens"]),
+                f"{r['cost_usd']:.6f}",
+            )
         console.print(table)
         console.print(f"total ${sum(r['cost_usd'] for r in rows):.6f}")
 
 
 def _register_feedback(app: typer.Typer) -> None:
     @app.command()
-    def feedback(trace_id: str, rating: Annotated[str, typer.Argument(help="up or down")],
-                 comment: Annotated[str | None, typer.Option("--comment", "-m")] = None,
-                 config: ConfigOption = None, as_json: JsonOption = False) -> None:
+    def feedback(
+        trace_id: str,
+        rating: Annotated[str, typer.Argument(help="up or down")],
+        comment: Annotated[str | None, typer.Option("--comment", "-m")] = None,
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
         """Thumbs up (becomes a few-shot candidate) or down (becomes an evaluation case) on an answer."""
         if rating not in ("up", "down"):
             raise InputError(f"rating {rating!r} is not up or down", hint="keel feedback TRACE_ID up|down")
@@ -128,9 +163,11 @@ def _register_audit(app: typer.Typer) -> None:
     audit = typer.Typer(help="The hash-chained audit ledger: verify it, export it.", no_args_is_help=True)
 
     @audit.command("verify")
-    def audit_verify(config: ConfigOption = None, as_json: JsonOption = False,
-                     file: Annotated[Path | None, typer.Option("--file", help="verify an export instead")] = None
-                     ) -> None:
+    def audit_verify(
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+        file: Annotated[Path | None, typer.Option("--file", help="verify an export instead")] = None,
+    ) -> None:
         """Check every record's hash and link; name the first record that was edited, removed or moved."""
         from ..telemetry.audit import read_export, verify_records
 
@@ -146,16 +183,20 @@ def _register_audit(app: typer.Typer) -> None:
         elif result.ok:
             console.print(f"[green]ok[/green]: {result.checked} records, chain intact (head {result.head})")
         else:
-            console.print(f"[red]FAILED[/red] at record {result.first_bad}: {result.reason} "
-                          f"({result.checked} records verified before it)")
+            console.print(
+                f"[red]FAILED[/red] at record {result.first_bad}: {result.reason} "
+                f"({result.checked} records verified before it)"
+            )
         if not result.ok:
             raise typer.Exit(1)
 
     @audit.command("export")
-    def audit_export(config: ConfigOption = None,
-                     out: Annotated[Path | None, typer.Option("--out", "-o", help="file (default: stdout)")] = None,
-                     since: Annotated[str | None, typer.Option("--since", help="ISO time, e.g. 2026-11-01")] = None,
-                     as_json: JsonOption = False) -> None:
+    def audit_export(
+        config: ConfigOption = None,
+        out: Annotated[Path | None, typer.Option("--out", "-o", help="file (default: stdout)")] = None,
+        since: Annotated[str | None, typer.Option("--since", help="ISO time, e.g. 2026-11-01")] = None,
+        as_json: JsonOption = False,
+    ) -> None:
         """Write the ledger as JSON lines (verifiable later with `keel audit verify --file`)."""
         ledger = make_app(config).telemetry.audit
         if out is None:

@@ -33,9 +33,18 @@ __all__ = [
 ]
 
 _WHERE = {
-    "AlertManager": "alerts", "AuditLedger": "audit", "verify_records": "audit", "Budgets": "budgets",
-    "build_budgets": "budgets", "CostStore": "costs", "FeedbackStore": "feedback", "Metrics": "metrics",
-    "Telemetry": "_telemetry", "no_audit": "_telemetry", "TraceStore": "traces", "setup_tracing": "tracing",
+    "AlertManager": "alerts",
+    "AuditLedger": "audit",
+    "verify_records": "audit",
+    "Budgets": "budgets",
+    "build_budgets": "budgets",
+    "CostStore": "costs",
+    "FeedbackStore": "feedback",
+    "Metrics": "metrics",
+    "Telemetry": "_telemetry",
+    "no_audit": "_telemetry",
+    "TraceStore": "traces",
+    "setup_tracing": "tracing",
     "shutdown_tracing": "tracing",
 }
 

@@ -18,8 +18,15 @@ from sqlalchemy.engine import Engine
 
 from ..errors import ConfigError, MissingDependency
 
-__all__ = ["VERSION_TABLE", "begin_write", "default_url", "local_write_lock", "open_engine", "upgrade",
-           "write_lock"]
+__all__ = [
+    "VERSION_TABLE",
+    "begin_write",
+    "default_url",
+    "local_write_lock",
+    "open_engine",
+    "upgrade",
+    "write_lock",
+]
 
 VERSION_TABLE = "keel_telemetry_version"
 _MIGRATIONS = Path(__file__).parent / "migrations"
@@ -47,8 +54,10 @@ def _create(url: str) -> Engine:
     try:
         parsed = sa.engine.make_url(url)
     except sa.exc.ArgumentError:
-        raise ConfigError(f"telemetry.database_url {url!r} is not a database URL",
-                          hint="use sqlite:///path/file.sqlite3 or postgresql+psycopg://user@host/db") from None
+        raise ConfigError(
+            f"telemetry.database_url {url!r} is not a database URL",
+            hint="use sqlite:///path/file.sqlite3 or postgresql+psycopg://user@host/db",
+        ) from None
     if parsed.get_backend_name() == "sqlite":
         return _sqlite_engine(parsed)
     if parsed.get_backend_name() == "postgresql":
@@ -56,8 +65,10 @@ def _create(url: str) -> Engine:
             return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
         except ModuleNotFoundError:
             raise MissingDependency("the PostgreSQL driver (psycopg)", "scale") from None
-    raise ConfigError(f"telemetry.database_url uses {parsed.get_backend_name()!r}",
-                      hint="keel's trace store supports sqlite and postgresql")
+    raise ConfigError(
+        f"telemetry.database_url uses {parsed.get_backend_name()!r}",
+        hint="keel's trace store supports sqlite and postgresql",
+    )
 
 
 def _sqlite_engine(parsed: sa.engine.URL) -> Engine:

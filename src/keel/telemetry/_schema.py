@@ -9,7 +9,8 @@ __all__ = ["audit", "curation", "feedback", "metadata", "model_calls", "spans"]
 metadata = sa.MetaData()
 
 spans = sa.Table(
-    "keel_spans", metadata,
+    "keel_spans",
+    metadata,
     sa.Column("span_id", sa.String(16), primary_key=True),
     sa.Column("trace_id", sa.String(32), nullable=False),
     sa.Column("parent_id", sa.String(16)),
@@ -24,7 +25,8 @@ spans = sa.Table(
 )
 
 model_calls = sa.Table(
-    "keel_model_calls", metadata,
+    "keel_model_calls",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("day", sa.String(10), nullable=False),
@@ -49,7 +51,8 @@ model_calls = sa.Table(
 )
 
 feedback = sa.Table(
-    "keel_feedback", metadata,
+    "keel_feedback",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("ts", sa.Float, nullable=False),
     sa.Column("trace_id", sa.String(32), nullable=False),
@@ -63,7 +66,8 @@ feedback = sa.Table(
 )
 
 curation = sa.Table(
-    "keel_curation", metadata,
+    "keel_curation",
+    metadata,
     sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("feedback_id", sa.Integer, sa.ForeignKey("keel_feedback.id"), nullable=False),
     sa.Column("ts", sa.Float, nullable=False),
@@ -74,7 +78,8 @@ curation = sa.Table(
 )
 
 audit = sa.Table(
-    "keel_audit", metadata,
+    "keel_audit",
+    metadata,
     sa.Column("seq", sa.Integer, primary_key=True, autoincrement=False),
     sa.Column("ts", sa.String(40), nullable=False),
     sa.Column("event", sa.String(100), nullable=False),

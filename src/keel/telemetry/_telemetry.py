@@ -49,7 +49,9 @@ class Telemetry:
         self.config = settings.telemetry
         self.url = self.config.database_url or default_url(settings.data_dir)
         self.metrics = Metrics()
-        self.alerts = AlertManager(self.config.alerts, webhook_url=self.config.webhook_url, metrics=self.metrics)
+        self.alerts = AlertManager(
+            self.config.alerts, webhook_url=self.config.webhook_url, metrics=self.metrics
+        )
 
     @property
     def enabled(self) -> bool:

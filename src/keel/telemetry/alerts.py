@@ -59,8 +59,15 @@ class _Window:
 
 
 class AlertManager:
-    def __init__(self, rules: list[AlertRule], *, webhook_url: str | None = None, metrics: Metrics | None = None,
-                 clock: Callable[[], float] = time.time, timeout_s: float = 5.0) -> None:
+    def __init__(
+        self,
+        rules: list[AlertRule],
+        *,
+        webhook_url: str | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout_s: float = 5.0,
+    ) -> None:
         self.rules = rules
         self.webhook_url = webhook_url
         self.metrics = metrics
@@ -92,12 +99,18 @@ class AlertManager:
     def _notify(self, rule: AlertRule, firing: bool, value: float, now: float) -> None:
         state = "firing" if firing else "resolved"
         payload: dict[str, Any] = {
-            "alert": rule.name, "state": state, "metric": rule.metric, "value": round(value, 9),
-            "threshold": rule.threshold, "window_s": rule.window_s,
+            "alert": rule.name,
+            "state": state,
+            "metric": rule.metric,
+            "value": round(value, 9),
+            "threshold": rule.threshold,
+            "window_s": rule.window_s,
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(now)),
         }
-        text = f"keel alert {rule.name} {state}: {rule.metric}={value:.6g} over {rule.window_s:g}s " \
-               f"(threshold {rule.threshold:g})"
+        text = (
+            f"keel alert {rule.name} {state}: {rule.metric}={value:.6g} over {rule.window_s:g}s "
+            f"(threshold {rule.threshold:g})"
+        )
         (log.warning if firing else log.info)(text)
         if self.metrics is not None:
             self.metrics.alerts_firing.labels(rule.name).set(1 if firing else 0)

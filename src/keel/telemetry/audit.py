@@ -36,7 +36,15 @@ from ..errors import InputError
 from . import _schema as t
 from ._db import begin_write, local_write_lock, write_lock
 
-__all__ = ["GENESIS", "AuditLedger", "AuditRecord", "VerifyResult", "canonical", "read_export", "verify_records"]
+__all__ = [
+    "GENESIS",
+    "AuditLedger",
+    "AuditRecord",
+    "VerifyResult",
+    "canonical",
+    "read_export",
+    "verify_records",
+]
 
 GENESIS = "0" * 64
 _LOCK_KEY = 0x6B65656C  # "keel": the PostgreSQL advisory lock of the chain head
@@ -93,14 +101,24 @@ def verify_records(records: Iterable[AuditRecord]) -> VerifyResult:
     prev_seq, prev_hash = _start(items)
     for n, rec in enumerate(items):
         if prev_seq is None:
-            return _fail(n, rec.seq, f"the ledger starts at record {rec.seq}, and no audit.pruned record "
-                                     f"accounts for the records before it (deleted)")
+            return _fail(
+                n,
+                rec.seq,
+                f"the ledger starts at record {rec.seq}, and no audit.pruned record "
+                f"accounts for the records before it (deleted)",
+            )
         if rec.seq != prev_seq + 1:
             why = "missing (deleted)" if rec.seq > prev_seq + 1 else "out of order"
-            return _fail(n, rec.seq, f"record {rec.seq} follows record {prev_seq}: records in between are {why}")
+            return _fail(
+                n, rec.seq, f"record {rec.seq} follows record {prev_seq}: records in between are {why}"
+            )
         if rec.prev_hash != prev_hash:
-            return _fail(n, rec.seq, f"record {rec.seq} does not link to record {prev_seq}'s hash "
-                                     f"(a record was deleted, inserted or moved)")
+            return _fail(
+                n,
+                rec.seq,
+                f"record {rec.seq} does not link to record {prev_seq}'s hash "
+                f"(a record was deleted, inserted or moved)",
+            )
         if record_hash(rec.prev_hash, rec.seq, rec.ts, rec.event, rec.data) != rec.hash:
             return _fail(n, rec.seq, f"record {rec.seq} ({rec.event}) was changed after it was written")
         prev_seq, prev_hash = rec.seq, rec.hash
@@ -121,8 +139,13 @@ def _start(items: list[AuditRecord]) -> tuple[int | None, str]:
 class AuditLedger:
     """Append-only, hash-chained decision records in the telemetry database."""
 
-    def __init__(self, engine: Engine, settings: AuditSettings | None = None, *,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        engine: Engine,
+        settings: AuditSettings | None = None,
+        *,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.engine = engine
         self.settings = settings or AuditSettings()
         self.clock = clock
@@ -134,7 +157,9 @@ class AuditLedger:
     def append(self, event: str, data: dict[str, Any]) -> AuditRecord:
         """Write one decision record after the current head; atomic across threads and processes."""
         if not event or len(event) > 100:
-            raise InputError(f"audit event name {event!r} must be 1-100 characters", hint="e.g. 'route', 'tool_call'")
+            raise InputError(
+                f"audit event name {event!r} must be 1-100 characters", hint="e.g. 'route', 'tool_call'"
+            )
         if not isinstance(data, dict):
             raise InputError("audit data must be a dict", hint="pass e.g. {'route': 'fast', 'reason': '...'}")
         body = self._prepare(data)
@@ -144,15 +169,26 @@ class AuditLedger:
             head = conn.execute(_HEAD).first()
             seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
             digest = record_hash(prev, seq, ts, event, body)
-            conn.execute(_INSERT, {"seq": seq, "ts": ts, "event": event, "data": canonical(body),
-                                   "prev_hash": prev, "hash": digest})
+            conn.execute(
+                _INSERT,
+                {
+                    "seq": seq,
+                    "ts": ts,
+                    "event": event,
+                    "data": canonical(body),
+                    "prev_hash": prev,
+                    "hash": digest,
+                },
+            )
         return AuditRecord(seq, ts, event, body, prev, digest)
 
     def _prepare(self, data: dict[str, Any]) -> dict[str, Any]:
         try:
             plain = json.loads(json.dumps(data, default=str, allow_nan=False))
         except ValueError as exc:
-            raise InputError(f"audit data cannot be stored as JSON: {exc}", hint="replace NaN/inf values") from None
+            raise InputError(
+                f"audit data cannot be stored as JSON: {exc}", hint="replace NaN/inf values"
+            ) from None
         return plain if self.settings.store_text else _hash_text(plain, self._text_keys)
 
     def records(self, *, since: str | None = None) -> Iterator[AuditRecord]:
@@ -188,8 +224,12 @@ class AuditLedger:
             return 0
         cutoff = (self.clock() - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with self.engine.connect() as conn:
-            last = conn.execute(sa.select(t.audit.c.seq, t.audit.c.hash).where(t.audit.c.ts < cutoff)
-                                .order_by(t.audit.c.seq.desc()).limit(1)).first()
+            last = conn.execute(
+                sa.select(t.audit.c.seq, t.audit.c.hash)
+                .where(t.audit.c.ts < cutoff)
+                .order_by(t.audit.c.seq.desc())
+                .limit(1)
+            ).first()
         if last is None:
             return 0
         self.append("audit.pruned", {"through_seq": last.seq, "last_hash": last.hash, "cutoff": cutoff})
@@ -206,14 +246,22 @@ def read_export(lines: Iterable[str]) -> Iterator[AuditRecord]:
             d = json.loads(line)
             yield AuditRecord(int(d["seq"]), d["ts"], d["event"], d["data"], d["prev_hash"], d["hash"])
         except (ValueError, KeyError, TypeError) as exc:
-            raise InputError(f"line {n} of the export is not an audit record: {exc}",
-                             hint="pass a file written by `keel audit export`") from None
+            raise InputError(
+                f"line {n} of the export is not an audit record: {exc}",
+                hint="pass a file written by `keel audit export`",
+            ) from None
 
 
 def _hash_text(value: Any, keys: frozenset[str]) -> Any:
     if isinstance(value, dict):
-        return {k: ({"sha256": hashlib.sha256(canonical(v).encode()).hexdigest()} if k in keys and v is not None
-                    else _hash_text(v, keys)) for k, v in value.items()}
+        return {
+            k: (
+                {"sha256": hashlib.sha256(canonical(v).encode()).hexdigest()}
+                if k in keys and v is not None
+                else _hash_text(v, keys)
+            )
+            for k, v in value.items()
+        }
     if isinstance(value, list):
         return [_hash_text(v, keys) for v in value]
     return value

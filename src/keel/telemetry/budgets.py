@@ -93,9 +93,14 @@ class Counters(Protocol):
 class Budgets:
     """The gateway's BudgetHook: every configured limit, over a counter backend."""
 
-    def __init__(self, limits: list[BudgetLimit], counters: Counters, *,
-                 on_reject: Callable[[str], None] | None = None,
-                 clock: Callable[[], datetime] = lambda: datetime.now(UTC)) -> None:
+    def __init__(
+        self,
+        limits: list[BudgetLimit],
+        counters: Counters,
+        *,
+        on_reject: Callable[[str], None] | None = None,
+        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+    ) -> None:
         self.limits = limits
         self.counters = counters
         self.on_reject = on_reject
@@ -110,8 +115,14 @@ class Budgets:
                 continue  # no user id, no per-user budget to charge
             label, resets_at = window(limit.per, now)
             name = f"{limit.scope}:{ident}" + (f" per {limit.per}" if limit.per else "")
-            found.append(Check(f"keel:budget:{limit.scope}:{ident}:{limit.per or 'total'}:{label}",
-                               name, to_nano(limit.usd), resets_at))
+            found.append(
+                Check(
+                    f"keel:budget:{limit.scope}:{ident}:{limit.per or 'total'}:{label}",
+                    name,
+                    to_nano(limit.usd),
+                    resets_at,
+                )
+            )
         return tuple(found)
 
     def reserve(self, *, model: str, max_cost_usd: float, metadata: dict[str, str]) -> Reservation | None:
@@ -137,9 +148,16 @@ class Budgets:
         rows = []
         for check in self.checks(metadata, self.clock()):
             spent, reserved = self.counters.used(check.key)
-            rows.append({"budget": check.name, "limit_usd": check.limit / NANO, "spent_usd": spent / NANO,
-                         "reserved_usd": reserved / NANO, "left_usd": (check.limit - spent - reserved) / NANO,
-                         "resets_at": check.resets_at.isoformat() if check.resets_at else None})
+            rows.append(
+                {
+                    "budget": check.name,
+                    "limit_usd": check.limit / NANO,
+                    "spent_usd": spent / NANO,
+                    "reserved_usd": reserved / NANO,
+                    "left_usd": (check.limit - spent - reserved) / NANO,
+                    "resets_at": check.resets_at.isoformat() if check.resets_at else None,
+                }
+            )
         return rows
 
 
@@ -151,8 +169,10 @@ class SQLiteCounters:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
         with self._conn() as conn:
-            conn.execute("CREATE TABLE IF NOT EXISTS budget_counters (key TEXT PRIMARY KEY, "
-                         "spent INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0, expires_at REAL)")
+            conn.execute(
+                "CREATE TABLE IF NOT EXISTS budget_counters (key TEXT PRIMARY KEY, "
+                "spent INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0, expires_at REAL)"
+            )
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -168,16 +188,19 @@ class SQLiteCounters:
         conn.execute("BEGIN IMMEDIATE")
         try:
             for check in checks:
-                row = conn.execute("SELECT spent + reserved FROM budget_counters WHERE key = ?",
-                                   (check.key,)).fetchone()
+                row = conn.execute(
+                    "SELECT spent + reserved FROM budget_counters WHERE key = ?", (check.key,)
+                ).fetchone()
                 if (row[0] if row else 0) + amount > check.limit:
                     conn.execute("ROLLBACK")
                     return check
             for check in checks:
                 expires = now.timestamp() + check.ttl_s(now) if check.resets_at else None
-                conn.execute("INSERT INTO budget_counters (key, reserved, expires_at) VALUES (?, ?, ?) "
-                             "ON CONFLICT(key) DO UPDATE SET reserved = reserved + excluded.reserved",
-                             (check.key, amount, expires))
+                conn.execute(
+                    "INSERT INTO budget_counters (key, reserved, expires_at) VALUES (?, ?, ?) "
+                    "ON CONFLICT(key) DO UPDATE SET reserved = reserved + excluded.reserved",
+                    (check.key, amount, expires),
+                )
             conn.execute("DELETE FROM budget_counters WHERE expires_at < ?", (now.timestamp(),))
             conn.execute("COMMIT")
         except BaseException:
@@ -189,22 +212,29 @@ class SQLiteCounters:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany("UPDATE budget_counters SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
-                             [(reservation.amount, actual, c.key) for c in reservation.checks])
+            conn.executemany(
+                "UPDATE budget_counters SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
+                [(reservation.amount, actual, c.key) for c in reservation.checks],
+            )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
             raise
 
     def used(self, key: str) -> tuple[int, int]:
-        row = self._conn().execute("SELECT spent, reserved FROM budget_counters WHERE key = ?", (key,)).fetchone()
+        row = (
+            self._conn()
+            .execute("SELECT spent, reserved FROM budget_counters WHERE key = ?", (key,))
+            .fetchone()
+        )
         return (row[0], row[1]) if row else (0, 0)
 
 
 _RESERVE_LUA = """
 local amount = tonumber(ARGV[1])
 for i, key in ipairs(KEYS) do
-  local used = tonumber(redis.call('HGET', key, 'spent') or '0') + tonumber(redis.call('HGET', key, 'reserved') or '0')
+  local used = tonumber(redis.call('HGET', key, 'spent') or '0')
+             + tonumber(redis.call('HGET', key, 'reserved') or '0')
   if used + amount > tonumber(ARGV[2 * i]) then return i end
 end
 for i, key in ipairs(KEYS) do
@@ -245,7 +275,9 @@ class RedisCounters:
         return checks[refused - 1] if refused else None
 
     def settle(self, reservation: Reservation, actual: int) -> None:
-        self._settle(keys=[self.prefix + c.key for c in reservation.checks], args=[reservation.amount, actual])
+        self._settle(
+            keys=[self.prefix + c.key for c in reservation.checks], args=[reservation.amount, actual]
+        )
 
     def used(self, key: str) -> tuple[int, int]:
         spent, reserved = self.client.hmget(self.prefix + key, "spent", "reserved")

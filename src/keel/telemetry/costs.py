@@ -26,8 +26,14 @@ __all__ = ["GROUPINGS", "CostStore", "parse_since"]
 
 Grouping = Literal["call", "request", "session", "user", "tenant", "model", "day", "route"]
 GROUPINGS: dict[str, str] = {
-    "call": "id", "request": "request_id", "session": "session_id", "user": "user_id",
-    "tenant": "tenant_id", "model": "model", "day": "day", "route": "route",
+    "call": "id",
+    "request": "request_id",
+    "session": "session_id",
+    "user": "user_id",
+    "tenant": "tenant_id",
+    "model": "model",
+    "day": "day",
+    "route": "route",
 }
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -43,22 +49,35 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
-        raise InputError(f"--since {value!r} is neither a duration nor a date",
-                         hint="use e.g. 24h, 7d, 30m or 2026-11-01") from None
+        raise InputError(
+            f"--since {value!r} is neither a duration nor a date", hint="use e.g. 24h, 7d, 30m or 2026-11-01"
+        ) from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
 def call_row(record: CallRecord, ctx: SpanContext, ts: float) -> dict[str, Any]:
     md = record.metadata
     return {
-        "ts": ts, "day": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d"),
+        "ts": ts,
+        "day": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d"),
         "trace_id": format(ctx.trace_id, "032x") if ctx.is_valid else None,
-        "span_id": format(ctx.span_id, "016x") if ctx.is_valid else None, "model": record.model, "ok": record.ok,
-        "cached": record.cached, "attempt": record.attempt, "latency_ms": record.latency_ms,
-        "input_tokens": record.usage.input_tokens, "output_tokens": record.usage.output_tokens,
-        "cached_tokens": record.usage.cached_tokens, "cost_usd": record.cost_usd, "error": record.error,
-        "request_id": md.get("request_id"), "session_id": md.get("session_id"), "user_id": md.get("user_id"),
-        "tenant_id": md.get("tenant_id"), "route": md.get("route"), "meta": json.dumps(md),
+        "span_id": format(ctx.span_id, "016x") if ctx.is_valid else None,
+        "model": record.model,
+        "ok": record.ok,
+        "cached": record.cached,
+        "attempt": record.attempt,
+        "latency_ms": record.latency_ms,
+        "input_tokens": record.usage.input_tokens,
+        "output_tokens": record.usage.output_tokens,
+        "cached_tokens": record.usage.cached_tokens,
+        "cost_usd": record.cost_usd,
+        "error": record.error,
+        "request_id": md.get("request_id"),
+        "session_id": md.get("session_id"),
+        "user_id": md.get("user_id"),
+        "tenant_id": md.get("tenant_id"),
+        "route": md.get("route"),
+        "meta": json.dumps(md),
     }
 
 
@@ -73,27 +92,45 @@ class CostStore:
         ts = time.time()
         self.writer.put(t.model_calls, lambda: call_row(record, ctx, ts))
 
-    def summary(self, by: str = "model", *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
+    def summary(
+        self, by: str = "model", *, since: float | None = None, limit: int = 100
+    ) -> list[dict[str, Any]]:
         """Spend grouped by ``by``: calls, errors, cache hits, tokens and USD, biggest first."""
         if by not in GROUPINGS:
             raise InputError(f"cannot group costs by {by!r}", hint=f"use one of: {', '.join(GROUPINGS)}")
         self.writer.flush()
         c = t.model_calls
         key = c.c[GROUPINGS[by]]
-        q = sa.select(
-            key.label("key"), sa.func.count().label("calls"),
-            sa.func.sum(sa.case((c.c.ok, 0), else_=1)).label("errors"),
-            sa.func.sum(sa.case((c.c.cached, 1), else_=0)).label("cache_hits"),
-            sa.func.sum(c.c.input_tokens).label("input_tokens"), sa.func.sum(c.c.output_tokens).label("output_tokens"),
-            sa.func.sum(c.c.cost_usd).label("cost_usd"),
-        ).group_by(key).order_by(sa.desc("cost_usd"), key).limit(limit)
+        q = (
+            sa.select(
+                key.label("key"),
+                sa.func.count().label("calls"),
+                sa.func.sum(sa.case((c.c.ok, 0), else_=1)).label("errors"),
+                sa.func.sum(sa.case((c.c.cached, 1), else_=0)).label("cache_hits"),
+                sa.func.sum(c.c.input_tokens).label("input_tokens"),
+                sa.func.sum(c.c.output_tokens).label("output_tokens"),
+                sa.func.sum(c.c.cost_usd).label("cost_usd"),
+            )
+            .group_by(key)
+            .order_by(sa.desc("cost_usd"), key)
+            .limit(limit)
+        )
         if since is not None:
             q = q.where(c.c.ts >= since)
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
-        return [{"key": r.key, "calls": r.calls, "errors": int(r.errors or 0), "cache_hits": int(r.cache_hits or 0),
-                 "input_tokens": int(r.input_tokens or 0), "output_tokens": int(r.output_tokens or 0),
-                 "cost_usd": round(float(r.cost_usd or 0.0), 9)} for r in rows]
+        return [
+            {
+                "key": r.key,
+                "calls": r.calls,
+                "errors": int(r.errors or 0),
+                "cache_hits": int(r.cache_hits or 0),
+                "input_tokens": int(r.input_tokens or 0),
+                "output_tokens": int(r.output_tokens or 0),
+                "cost_usd": round(float(r.cost_usd or 0.0), 9),
+            }
+            for r in rows
+        ]
 
     def total(self, *, since: float | None = None, **where: str) -> float:
         """Total USD, optionally for one request/session/user/tenant/model/trace."""

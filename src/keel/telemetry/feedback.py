@@ -48,9 +48,18 @@ class FeedbackStore:
         self.engine = engine
         self.traces = traces
 
-    def record(self, trace_id: str, rating: str, *, comment: str | None = None, user_id: str | None = None,
-               question: str | None = None, answer: str | None = None, prompt_version: str | None = None,
-               route: str | None = None) -> Vote:
+    def record(
+        self,
+        trace_id: str,
+        rating: str,
+        *,
+        comment: str | None = None,
+        user_id: str | None = None,
+        question: str | None = None,
+        answer: str | None = None,
+        prompt_version: str | None = None,
+        route: str | None = None,
+    ) -> Vote:
         """Store a vote on a trace; fills question, answer, prompt version and route from the trace."""
         score = _RATINGS.get(str(rating).lower())
         if score is None:
@@ -60,25 +69,52 @@ class FeedbackStore:
         answer = answer if answer is not None else found.get("answer")
         prompt_version = prompt_version or found.get("prompt_version")
         route = route or found.get("route")
-        row = {"ts": time.time(), "trace_id": trace_id, "rating": score, "comment": comment,
-               "prompt_version": prompt_version, "route": route, "question": question, "answer": answer,
-               "user_id": user_id}
+        row = {
+            "ts": time.time(),
+            "trace_id": trace_id,
+            "rating": score,
+            "comment": comment,
+            "prompt_version": prompt_version,
+            "route": route,
+            "question": question,
+            "answer": answer,
+            "user_id": user_id,
+        }
         with self.engine.begin() as conn:
             fid = conn.execute(t.feedback.insert().values(**row)).inserted_primary_key[0]
             cid = None
             if score > 0:
-                cid = conn.execute(t.curation.insert().values(
-                    feedback_id=fid, ts=row["ts"], status="pending", question=question, answer=answer,
-                    prompt_version=prompt_version)).inserted_primary_key[0]
-        return Vote(fid, trace_id, "up" if score > 0 else "down", comment, prompt_version, route, question, answer, cid)
+                cid = conn.execute(
+                    t.curation.insert().values(
+                        feedback_id=fid,
+                        ts=row["ts"],
+                        status="pending",
+                        question=question,
+                        answer=answer,
+                        prompt_version=prompt_version,
+                    )
+                ).inserted_primary_key[0]
+        return Vote(
+            fid,
+            trace_id,
+            "up" if score > 0 else "down",
+            comment,
+            prompt_version,
+            route,
+            question,
+            answer,
+            cid,
+        )
 
     def _from_trace(self, trace_id: str) -> dict[str, str]:
         """Question, answer, prompt version and route as the trace's spans recorded them."""
         try:
             roots = self.traces.tree(trace_id)
         except InputError:
-            raise InputError(f"no trace with id {trace_id!r} to attach feedback to",
-                             hint="copy the trace_id from the answer, or list traces with `keel traces list`") from None
+            raise InputError(
+                f"no trace with id {trace_id!r} to attach feedback to",
+                hint="copy the trace_id from the answer, or list traces with `keel traces list`",
+            ) from None
         found: dict[str, str] = {}
         root = roots[0].attributes
         if "input.value" in root:
@@ -97,13 +133,29 @@ class FeedbackStore:
         return found
 
     def votes(self, *, rating: str | None = None, limit: int = 100) -> list[Vote]:
-        q = sa.select(t.feedback, t.curation.c.id.label("cid")).outerjoin(
-            t.curation, t.curation.c.feedback_id == t.feedback.c.id).order_by(t.feedback.c.id.desc()).limit(limit)
+        q = (
+            sa.select(t.feedback, t.curation.c.id.label("cid"))
+            .outerjoin(t.curation, t.curation.c.feedback_id == t.feedback.c.id)
+            .order_by(t.feedback.c.id.desc())
+            .limit(limit)
+        )
         if rating:
             q = q.where(t.feedback.c.rating == _RATINGS[rating])
         with self.engine.connect() as conn:
-            return [Vote(r.id, r.trace_id, "up" if r.rating > 0 else "down", r.comment, r.prompt_version, r.route,
-                         r.question, r.answer, r.cid) for r in conn.execute(q)]
+            return [
+                Vote(
+                    r.id,
+                    r.trace_id,
+                    "up" if r.rating > 0 else "down",
+                    r.comment,
+                    r.prompt_version,
+                    r.route,
+                    r.question,
+                    r.answer,
+                    r.cid,
+                )
+                for r in conn.execute(q)
+            ]
 
     def curation_queue(self, status: str = "pending") -> list[dict[str, Any]]:
         """Few-shot candidates (up-voted question/answer pairs) waiting for a person's decision."""
@@ -114,24 +166,39 @@ class FeedbackStore:
     def curate(self, curation_id: int, accept: bool) -> None:
         """Accept a candidate (it becomes a few-shot example) or reject it."""
         with self.engine.begin() as conn:
-            done = conn.execute(t.curation.update().where(t.curation.c.id == curation_id)
-                                .values(status="accepted" if accept else "rejected")).rowcount
+            done = conn.execute(
+                t.curation.update()
+                .where(t.curation.c.id == curation_id)
+                .values(status="accepted" if accept else "rejected")
+            ).rowcount
         if not done:
             raise InputError(f"no curation candidate {curation_id}", hint="list them with curation_queue()")
 
     def few_shot_examples(self, prompt_version: str | None = None) -> list[dict[str, str]]:
         """Accepted candidates as {"question", "answer"} pairs, for the prompt's few-shot selector."""
         rows = self.curation_queue("accepted")
-        return [{"question": r["question"], "answer": r["answer"]} for r in rows
-                if r["question"] and r["answer"] and (prompt_version is None or r["prompt_version"] == prompt_version)]
+        return [
+            {"question": r["question"], "answer": r["answer"]}
+            for r in rows
+            if r["question"]
+            and r["answer"]
+            and (prompt_version is None or r["prompt_version"] == prompt_version)
+        ]
 
     def export_eval_cases(self, out: IO[str]) -> int:
         """Down-voted answers as JSONL evaluation cases: the question, the rejected answer, why."""
         n = 0
         for vote in reversed(self.votes(rating="down", limit=1_000_000)):
-            case = {"id": f"feedback-{vote.id}", "question": vote.question, "rejected_answer": vote.answer,
-                    "comment": vote.comment, "trace_id": vote.trace_id, "prompt_version": vote.prompt_version,
-                    "route": vote.route, "source": "feedback"}
+            case = {
+                "id": f"feedback-{vote.id}",
+                "question": vote.question,
+                "rejected_answer": vote.answer,
+                "comment": vote.comment,
+                "trace_id": vote.trace_id,
+                "prompt_version": vote.prompt_version,
+                "route": vote.route,
+                "source": "feedback",
+            }
             out.write(json.dumps(case, ensure_ascii=False) + "\n")
             n += 1
         return n

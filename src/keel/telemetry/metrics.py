@@ -24,19 +24,34 @@ class Metrics:
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry or CollectorRegistry(auto_describe=True)
         self.requests = Counter("keel_requests", "Answered requests", ["route", "status"], registry=r)
-        self.request_latency = Histogram("keel_request_latency_seconds", "End-to-end request latency",
-                                         ["route"], buckets=_LATENCY_BUCKETS, registry=r)
-        self.model_calls = Counter("keel_model_calls", "Model call attempts", ["model", "outcome"], registry=r)
-        self.model_latency = Histogram("keel_model_latency_seconds", "Model call latency", ["model"],
-                                       buckets=_LATENCY_BUCKETS, registry=r)
+        self.request_latency = Histogram(
+            "keel_request_latency_seconds",
+            "End-to-end request latency",
+            ["route"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.model_calls = Counter(
+            "keel_model_calls", "Model call attempts", ["model", "outcome"], registry=r
+        )
+        self.model_latency = Histogram(
+            "keel_model_latency_seconds",
+            "Model call latency",
+            ["model"],
+            buckets=_LATENCY_BUCKETS,
+            registry=r,
+        )
         self.tokens = Counter("keel_tokens", "Tokens used", ["model", "kind"], registry=r)
         self.cost = Counter("keel_cost_usd", "Spend in USD", ["model"], registry=r)
         self.cache_hits = Counter("keel_cache_hits", "Response cache hits", ["model"], registry=r)
         self.routes = Counter("keel_routes", "Router decisions", ["route"], registry=r)
         self.guardrail = Counter("keel_guardrail_verdicts", "Guardrail verdicts", ["verdict"], registry=r)
-        self.budget_rejections = Counter("keel_budget_rejections", "Calls refused by a budget", ["scope"], registry=r)
-        self.alerts_firing = Gauge("keel_alerts_firing", "1 while an alert rule's condition holds", ["rule"],
-                                   registry=r)
+        self.budget_rejections = Counter(
+            "keel_budget_rejections", "Calls refused by a budget", ["scope"], registry=r
+        )
+        self.alerts_firing = Gauge(
+            "keel_alerts_firing", "1 while an alert rule's condition holds", ["rule"], registry=r
+        )
         self.alerts_fired = Counter("keel_alerts_fired", "Alert notifications sent", ["rule"], registry=r)
         self._per_model: dict[str, tuple[Any, ...]] = {}
 
@@ -63,8 +78,12 @@ class Metrics:
         found = self._per_model.get(model)
         if found is None:
             found = self._per_model[model] = (
-                self.model_calls.labels(model, "ok"), self.model_latency.labels(model),
-                self.tokens.labels(model, "input"), self.tokens.labels(model, "output"), self.cost.labels(model))
+                self.model_calls.labels(model, "ok"),
+                self.model_latency.labels(model),
+                self.tokens.labels(model, "input"),
+                self.tokens.labels(model, "output"),
+                self.cost.labels(model),
+            )
         return found
 
     def observe_request(self, route: str, status: str, latency_s: float) -> None:

@@ -88,8 +88,15 @@ def set_request_context(span: Span, metadata: Mapping[str, str]) -> None:
 
 
 @contextmanager
-def model_span(model: str, provider_name: str, request: ChatRequest, attempt: int,
-               operation: str = "chat", *, current: bool = True) -> Iterator[Span]:
+def model_span(
+    model: str,
+    provider_name: str,
+    request: ChatRequest,
+    attempt: int,
+    operation: str = "chat",
+    *,
+    current: bool = True,
+) -> Iterator[Span]:
     """The span around one attempt at one model (the gateway opens it).
 
     ``current=False`` for streams: a generator must not leave its span as the
@@ -121,8 +128,9 @@ def mark_error(span: Span, exc: BaseException) -> None:
         span.set_status(trace.Status(trace.StatusCode.ERROR, str(exc)[:500]))
 
 
-def _set_request(span: Span, model: str, provider_name: str, request: ChatRequest, attempt: int,
-                 operation: str) -> None:
+def _set_request(
+    span: Span, model: str, provider_name: str, request: ChatRequest, attempt: int, operation: str
+) -> None:
     provider, _, remote_model = provider_name.partition(":")
     params = {"temperature": request.temperature, "max_tokens": request.max_tokens}
     attrs: dict[str, Any] = {
@@ -145,7 +153,8 @@ def _set_request(span: Span, model: str, provider_name: str, request: ChatReques
     if _state["capture"]:
         _messages(attrs, [(m.role, m.content) for m in request.messages], SA.LLM_INPUT_MESSAGES)
         attrs["gen_ai.input.messages"] = json.dumps(
-            [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in request.messages])
+            [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in request.messages]
+        )
     span.set_attributes(attrs)  # one call: the SDK takes its lock and checks limits once
 
 
@@ -160,7 +169,9 @@ def set_model_response(span: Span, response: ChatResponse, pricer: Pricer | None
     if not span.is_recording():
         return
     u = response.usage
-    prompt_cost = pricer.cost(type(u)(input_tokens=u.input_tokens, cached_tokens=u.cached_tokens)) if pricer else 0.0
+    prompt_cost = (
+        pricer.cost(type(u)(input_tokens=u.input_tokens, cached_tokens=u.cached_tokens)) if pricer else 0.0
+    )
     attrs: dict[str, Any] = {
         "gen_ai.response.model": response.model,
         "gen_ai.response.finish_reasons": [response.finish_reason],
@@ -179,8 +190,14 @@ def set_model_response(span: Span, response: ChatResponse, pricer: Pricer | None
     if _state["capture"]:
         _messages(attrs, [("assistant", response.text)], SA.LLM_OUTPUT_MESSAGES)
         attrs["gen_ai.output.messages"] = json.dumps(
-            [{"role": "assistant", "parts": [{"type": "text", "content": response.text}],
-              "finish_reason": response.finish_reason}])
+            [
+                {
+                    "role": "assistant",
+                    "parts": [{"type": "text", "content": response.text}],
+                    "finish_reason": response.finish_reason,
+                }
+            ]
+        )
     span.set_attributes(attrs)
 
 
@@ -204,8 +221,9 @@ def set_retrieval_documents(span: Span, hits: Iterable[Any], query: str | None =
             span.set_attribute(f"{prefix}.{i}.{DocumentAttributes.DOCUMENT_CONTENT}", str(get("text")))
 
 
-def set_prompt(span: Span, *, version: str, template: str | None = None,
-               variables: Mapping[str, Any] | None = None) -> None:
+def set_prompt(
+    span: Span, *, version: str, template: str | None = None, variables: Mapping[str, Any] | None = None
+) -> None:
     """``llm.prompt_template.*``: which prompt version produced this call."""
     if not span.is_recording():
         return
@@ -220,16 +238,20 @@ def set_tool_call(span: Span, name: str, arguments: Mapping[str, Any], result: A
     """A tool span: OpenInference ``tool.*`` and GenAI ``gen_ai.tool.*``."""
     if not span.is_recording():
         return
-    span.set_attributes({
-        SA.OPENINFERENCE_SPAN_KIND: OpenInferenceSpanKindValues.TOOL.value,
-        SA.TOOL_NAME: name,
-        "gen_ai.operation.name": "execute_tool",
-        "gen_ai.tool.name": name,
-    })
+    span.set_attributes(
+        {
+            SA.OPENINFERENCE_SPAN_KIND: OpenInferenceSpanKindValues.TOOL.value,
+            SA.TOOL_NAME: name,
+            "gen_ai.operation.name": "execute_tool",
+            "gen_ai.tool.name": name,
+        }
+    )
     if _state["capture"]:
         span.set_attribute(SA.TOOL_PARAMETERS, json.dumps(dict(arguments), default=str))
         if result is not None:
-            span.set_attribute(SA.OUTPUT_VALUE, result if isinstance(result, str) else json.dumps(result, default=str))
+            span.set_attribute(
+                SA.OUTPUT_VALUE, result if isinstance(result, str) else json.dumps(result, default=str)
+            )
 
 
 def set_guardrail(span: Span, verdict: str, checks: Iterable[Mapping[str, Any]] = ()) -> None:

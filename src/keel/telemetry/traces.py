@@ -81,11 +81,18 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
         "kind": (span.attributes or {}).get("openinference.span.kind"),
         "start_time": start / 1e9,
         "duration_ms": (end - start) / 1e6,
-        "status": span.status.status_code.name.lower() if span.status.status_code != StatusCode.UNSET else "ok",
+        "status": span.status.status_code.name.lower()
+        if span.status.status_code != StatusCode.UNSET
+        else "ok",
         "status_message": span.status.description,
         "attributes": json.dumps(dict(span.attributes or {}), default=list),
-        "events": json.dumps([{"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})}
-                              for e in span.events], default=str),
+        "events": json.dumps(
+            [
+                {"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})}
+                for e in span.events
+            ],
+            default=str,
+        ),
     }
 
 
@@ -130,10 +137,17 @@ class TraceStore:
         """The most recent traces, newest first, with their totals."""
         self.writer.flush()
         s = t.spans
-        q = (sa.select(s.c.trace_id, sa.func.min(s.c.start_time).label("start"),
-                       sa.func.max(s.c.start_time * 1000 + s.c.duration_ms).label("end_ms"),
-                       sa.func.count().label("n"))
-             .group_by(s.c.trace_id).order_by(sa.desc("start")).limit(limit))
+        q = (
+            sa.select(
+                s.c.trace_id,
+                sa.func.min(s.c.start_time).label("start"),
+                sa.func.max(s.c.start_time * 1000 + s.c.duration_ms).label("end_ms"),
+                sa.func.count().label("n"),
+            )
+            .group_by(s.c.trace_id)
+            .order_by(sa.desc("start"))
+            .limit(limit)
+        )
         if since is not None:
             q = q.where(s.c.start_time >= since)
         with self.engine.connect() as conn:
@@ -161,10 +175,24 @@ class TraceStore:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(s).where(s.c.trace_id == trace_id).order_by(s.c.start_time)).all()
         if not rows:
-            raise InputError(f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`")
-        nodes = {r.span_id: SpanNode(r.span_id, r.parent_id, r.name, r.kind, r.start_time, r.duration_ms,
-                                     r.status, r.status_message, json.loads(r.attributes), json.loads(r.events))
-                 for r in rows}
+            raise InputError(
+                f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`"
+            )
+        nodes = {
+            r.span_id: SpanNode(
+                r.span_id,
+                r.parent_id,
+                r.name,
+                r.kind,
+                r.start_time,
+                r.duration_ms,
+                r.status,
+                r.status_message,
+                json.loads(r.attributes),
+                json.loads(r.events),
+            )
+            for r in rows
+        }
         roots = []
         for node in nodes.values():
             parent = nodes.get(node.parent_id or "")

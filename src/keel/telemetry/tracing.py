@@ -49,9 +49,16 @@ class _Switch(Sampler):
     def set_ratio(self, ratio: float) -> None:
         self._inner = ParentBased(ALWAYS_ON if ratio >= 1 else TraceIdRatioBased(ratio))
 
-    def should_sample(self, parent_context: Context | None, trace_id: int, name: str,
-                      kind: SpanKind | None = None, attributes: Attributes = None,
-                      links: Sequence[Link] | None = None, trace_state: Any = None) -> SamplingResult:
+    def should_sample(
+        self,
+        parent_context: Context | None,
+        trace_id: int,
+        name: str,
+        kind: SpanKind | None = None,
+        attributes: Attributes = None,
+        links: Sequence[Link] | None = None,
+        trace_state: Any = None,
+    ) -> SamplingResult:
         if not self.on:
             return SamplingResult(Decision.DROP)
         return self._inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
@@ -97,8 +104,9 @@ def _install(service_name: str) -> tuple[TracerProvider, _Switch, _Fanout]:
     return _state["provider"], _state["sampler"], _state["fanout"]
 
 
-def setup_tracing(settings: TelemetrySettings, store_processor: SpanProcessor | None = None,
-                  *, key: Any = None) -> TracerProvider:
+def setup_tracing(
+    settings: TelemetrySettings, store_processor: SpanProcessor | None = None, *, key: Any = None
+) -> TracerProvider:
     """Route keel's spans by ``settings`` (idempotent for the same settings and store).
 
     ``store_processor`` writes spans to the trace store (see ``Telemetry``); OTLP/HTTP export

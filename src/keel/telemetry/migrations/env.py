@@ -6,7 +6,10 @@ from alembic import context
 
 config = context.config
 connection = config.attributes["connection"]
-context.configure(connection=connection, version_table=config.attributes["version_table"],
-                  render_as_batch=connection.dialect.name == "sqlite")
+context.configure(
+    connection=connection,
+    version_table=config.attributes["version_table"],
+    render_as_batch=connection.dialect.name == "sqlite",
+)
 with context.begin_transaction():
     context.run_migrations()
