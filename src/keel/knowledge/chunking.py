@@ -48,8 +48,16 @@ def split_units(text: str) -> list[tuple[str, bool]]:
 
 def _hard_split(text: str, size: int, count: Callable[[str], int]) -> list[str]:
     """A sentence longer than a chunk, cut on word boundaries into pieces of at most ``size`` tokens."""
-    words = text.split(" ")
-    pieces, current = [], []
+    words = []
+    for word in text.split(" "):
+        n = count(word)
+        if n <= size:
+            words.append(word)
+        else:  # one "word" over budget (an ASCII table row, a long URL): cut it by characters
+            step = max(1, len(word) * size // (n + 1))
+            words.extend(word[i:i + step] for i in range(0, len(word), step))
+    pieces: list[str] = []
+    current: list[str] = []
     for word in words:
         if current and count(" ".join([*current, word])) > size:
             pieces.append(" ".join(current))

@@ -163,14 +163,14 @@ def _markdown(text: str) -> tuple[str | None, list[Block]]:
     for line in text.splitlines():
         m = _MD_HEADING.match(line)
         if m:
-            blocks.append(Block("\n".join(lines), heading=heading))
+            blocks.append(Block("\n".join(lines).strip(), heading=heading))
             lines = []
             heading = m.group(2).strip()
             title = title or heading
             lines.append(heading)
         else:
             lines.append(line)
-    blocks.append(Block("\n".join(lines), heading=heading))
+    blocks.append(Block("\n".join(lines).strip(), heading=heading))
     return title, blocks
 
 
