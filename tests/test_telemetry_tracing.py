@@ -175,7 +175,8 @@ def test_one_ask_has_both_vocabularies_on_the_right_spans():
 def test_content_capture_off_keeps_numbers_and_drops_text():
     app = _app(telemetry={"capture_content": False})
     spans = _spans(app, _ask(app))
-    everything = json.dumps({name: s["attrs"] for name, s in spans.items() if name != "keel.ask"})
+    # even the text the "graph" put on its own root span (input.value, output.value) is dropped
+    everything = json.dumps({name: s["attrs"] for name, s in spans.items()})
     assert "What is the answer?" not in everything and "It is 42." not in everything
     assert "The answer is 42." not in everything
     llm = spans["chat m"]["attrs"]
@@ -316,3 +317,29 @@ def test_sampling_keeps_a_share_of_traces_and_every_cost_row():
     assert 20 <= kept <= 80  # about a quarter; trace ids are random
     assert all(t.spans == 2 for t in app.telemetry.traces.list(limit=1000))  # children follow their root
     assert sum(r["calls"] for r in app.telemetry.costs.summary("model")) == 200
+
+
+def test_otlp_export_without_content(monkeypatch):
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+    _Collector.bodies = []
+    server = HTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        endpoint = f"http://127.0.0.1:{server.server_port}/v1/traces"
+        app = _app(telemetry={"otlp_endpoint": endpoint, "capture_content": False})
+        _ask(app)
+        trace.get_tracer_provider().force_flush()
+    finally:
+        server.shutdown()
+        server.server_close()
+    keys = set()
+    for _, _, body in _Collector.bodies:
+        for rs in ExportTraceServiceRequest.FromString(body).resource_spans:
+            for ss in rs.scope_spans:
+                for s in ss.spans:
+                    keys |= {a.key for a in s.attributes}
+                    assert b"What is the answer?" not in s.SerializeToString()
+    assert "llm.token_count.total" in keys and "retrieval.documents.0.document.id" in keys
+    assert not {"input.value", "output.value", "gen_ai.input.messages"} & keys

@@ -33,7 +33,9 @@ if TYPE_CHECKING:
     from ..models.pricing import Pricer
 
 __all__ = [
+    "CONTENT_KEYS",
     "capture_content",
+    "is_content",
     "mark_error",
     "model_span",
     "set_content_capture",
@@ -60,6 +62,30 @@ _CONTEXT_KEYS = {
     "prompt_version": SA.LLM_PROMPT_TEMPLATE_VERSION,
     "prompt_id": SA.PROMPT_ID,
 }
+
+
+#: attributes that carry message text; dropped at export while content capture is off,
+#: whoever made the span (keel's helpers, the graph, a user's own code)
+CONTENT_KEYS = frozenset(
+    {
+        SA.INPUT_VALUE,
+        SA.OUTPUT_VALUE,
+        SA.LLM_PROMPT_TEMPLATE_VARIABLES,
+        SA.TOOL_PARAMETERS,
+        "gen_ai.input.messages",
+        "gen_ai.output.messages",
+        "gen_ai.system_instructions",
+        "gen_ai.tool.call.arguments",
+        "gen_ai.tool.call.result",
+    }
+)
+_CONTENT_PREFIXES = (f"{SA.LLM_INPUT_MESSAGES}.", f"{SA.LLM_OUTPUT_MESSAGES}.")
+_CONTENT_SUFFIXES = (f".{DocumentAttributes.DOCUMENT_CONTENT}",)
+
+
+def is_content(key: str) -> bool:
+    """Whether an attribute holds message text (prompt, answer, document, tool arguments)."""
+    return key in CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES) or key.endswith(_CONTENT_SUFFIXES)
 
 
 def set_content_capture(on: bool) -> None:

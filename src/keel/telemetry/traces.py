@@ -21,6 +21,7 @@ from sqlalchemy.engine import Engine
 from ..errors import InputError
 from . import _schema as t
 from ._writer import BatchWriter
+from .spans import capture_content, is_content
 
 __all__ = ["SpanNode", "StoreSpanProcessor", "TraceStore", "TraceSummary"]
 
@@ -85,7 +86,7 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
         if span.status.status_code != StatusCode.UNSET
         else "ok",
         "status_message": span.status.description,
-        "attributes": json.dumps(dict(span.attributes or {}), default=list),
+        "attributes": json.dumps(_attributes(span), default=list),
         "events": json.dumps(
             [
                 {"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})}
@@ -94,6 +95,11 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
             default=str,
         ),
     }
+
+
+def _attributes(span: ReadableSpan) -> dict[str, Any]:
+    attrs = dict(span.attributes or {})
+    return attrs if capture_content() else {k: v for k, v in attrs.items() if not is_content(k)}
 
 
 class StoreSpanProcessor(SpanProcessor):

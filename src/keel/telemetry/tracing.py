@@ -18,7 +18,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
-from opentelemetry.sdk.trace.export import BatchSpanProcessor
+from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
 from opentelemetry.sdk.trace.sampling import (
     ALWAYS_ON,
     Decision,
@@ -31,7 +31,7 @@ from opentelemetry.trace import Link, Span, SpanKind
 from opentelemetry.util.types import Attributes
 
 from ..config import TelemetrySettings
-from .spans import set_content_capture
+from .spans import is_content, set_content_capture
 
 __all__ = ["setup_tracing", "shutdown_tracing"]
 
@@ -135,10 +135,47 @@ def setup_tracing(
     return provider
 
 
-def _otlp_exporter(settings: TelemetrySettings) -> Any:
+def _otlp_exporter(settings: TelemetrySettings) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    return OTLPSpanExporter(endpoint=settings.otlp_endpoint, headers=dict(settings.otlp_headers), timeout=10)
+    exporter = OTLPSpanExporter(
+        endpoint=settings.otlp_endpoint, headers=dict(settings.otlp_headers), timeout=10
+    )
+    return exporter if settings.capture_content else _WithoutContent(exporter)
+
+
+class _WithoutContent(SpanExporter):
+    """Drops message text from spans before they leave the process (capture_content: false)."""
+
+    def __init__(self, inner: SpanExporter) -> None:
+        self.inner = inner
+
+    def export(self, spans: Sequence[ReadableSpan]) -> SpanExportResult:
+        return self.inner.export([_strip(s) for s in spans])
+
+    def shutdown(self) -> None:
+        self.inner.shutdown()
+
+    def force_flush(self, timeout_millis: int = 30000) -> bool:
+        return self.inner.force_flush(timeout_millis)
+
+
+def _strip(span: ReadableSpan) -> ReadableSpan:
+    attrs = {k: v for k, v in (span.attributes or {}).items() if not is_content(k)}
+    return ReadableSpan(
+        name=span.name,
+        context=span.context,
+        parent=span.parent,
+        resource=span.resource,
+        attributes=attrs,
+        events=span.events,
+        links=span.links,
+        kind=span.kind,
+        status=span.status,
+        start_time=span.start_time,
+        end_time=span.end_time,
+        instrumentation_scope=span.instrumentation_scope,
+    )
 
 
 def shutdown_tracing() -> None:
