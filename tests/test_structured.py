@@ -139,7 +139,9 @@ def test_json_schema_file_validates_too(tmp_path):
     result = extract(TEXT, schema, _gateway(provider))
     assert result.data["total_value"] == 25000 and result.attempts == 2
     assert "total_value" in provider.requests[1].messages[-1].content
-    assert provider.requests[0].json_schema == schema.json_schema  # constrained decoding asked for
+    sent = provider.requests[0].json_schema  # constrained decoding asked for, strings bounded by the text
+    assert sent["required"] == schema.json_schema["required"]
+    assert sent["properties"]["party_a"] == {"type": "string", "maxLength": len(TEXT)}
 
 
 def test_module_model_reference_loads(tmp_path, monkeypatch):

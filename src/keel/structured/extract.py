@@ -68,6 +68,21 @@ def _describe_fields(schema: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _bounded(schema: Any, max_len: int) -> Any:
+    """A copy of the schema with every unbounded string capped at ``max_len`` characters.
+    Sent to the model only: a small model under a grammar can otherwise loop inside a
+    string until it runs out of tokens. Extracted values come from the text, so no
+    honest value is longer than the text itself."""
+    if isinstance(schema, list):
+        return [_bounded(s, max_len) for s in schema]
+    if not isinstance(schema, dict):
+        return schema
+    out = {k: _bounded(v, max_len) for k, v in schema.items()}
+    if out.get("type") == "string" and "maxLength" not in out and "enum" not in out and "format" not in out:
+        out["maxLength"] = max_len
+    return out
+
+
 def _parse(raw: str) -> Any:
     text = raw.strip()
     if text.startswith("```"):
@@ -91,11 +106,12 @@ def extract(
                 cache_breakpoint=True),
         Message(role="user", content=text),
     ]
+    decoding_schema = _bounded(out_schema.json_schema, max(16, min(len(text), 400)))
     result = ExtractResult(data={})
     best: tuple[dict[str, Any], list[Discrepancy]] | None = None
     last_raw, last_errors = "", []
     for _attempt in range(max_reasks + 1):
-        request = ChatRequest(messages=messages, temperature=0.0, json_schema=out_schema.json_schema,
+        request = ChatRequest(messages=messages, temperature=0.0, json_schema=decoding_schema,
                               schema_name=out_schema.name, max_tokens=512)
         response = gateway.chat(request, role=role)
         result.attempts += 1
