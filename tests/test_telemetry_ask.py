@@ -1,0 +1,97 @@
+"""One `ask` through the real graph: its trace, costs, budget and audit records, end to end."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from keel.app import App
+from keel.cli import app as cli
+from keel.knowledge.types import SearchHit
+from keel.models import FakeProvider
+
+SOURCE = "Python is a programming language created by Guido van Rossum."
+REPLY = "Python is a programming language created by Guido van Rossum [1]."
+
+
+class _App(App):
+    """An App whose knowledge base is one fixed passage (the graph finds it through App.search)."""
+
+    def search(self, query, *, kb=None, k=5, where=None, mode="hybrid"):  # type: ignore[no-untyped-def,override]
+        return [
+            SearchHit(
+                id="py#0", doc_id="py", title="Python", uri="file:///py.md", text=SOURCE, score=0.8, page=1
+            )
+        ]
+
+
+def _app(**settings) -> _App:
+    return _App(
+        models={"m": {"provider": "fake", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0}},
+        roles={"chat": ["m"], "fast": ["m"]},
+        providers={"m": FakeProvider([REPLY], repeat_last=True, name="fake:scripted")},
+        **settings,
+    )
+
+
+def _walk(nodes):  # type: ignore[no-untyped-def]
+    for node in nodes:
+        yield node
+        yield from _walk(node.children)
+
+
+def test_the_trace_of_one_ask_carries_both_vocabularies_on_the_right_spans():
+    app = _app()
+    answer = app.ask("What is Python?", session="s1", user="u1")
+    app.telemetry.flush()
+    assert answer.status == "answered"
+
+    spans = list(_walk(app.telemetry.traces.tree(answer.trace_id)))
+    root = spans[0]
+    assert (root.name, root.kind, root.attributes["session.id"], root.attributes["user.id"]) == (
+        "keel.ask",
+        "CHAIN",
+        "s1",
+        "u1",
+    )
+    kinds = {s.kind for s in spans}
+    assert {"CHAIN", "GUARDRAIL", "RETRIEVER", "LLM"} <= kinds
+    [model_call] = [s for s in spans if s.name == "chat m"]
+    a = model_call.attributes
+    assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "scripted"
+    assert (a["gen_ai.usage.input_tokens"], a["gen_ai.usage.output_tokens"]) == (
+        answer.usage["input_tokens"],
+        answer.usage["output_tokens"],
+    )
+    assert a["llm.token_count.total"] == answer.usage["input_tokens"] + answer.usage["output_tokens"]
+    assert a["llm.cost.total"] == pytest.approx(answer.usage["cost_usd"])
+    assert (a["session.id"], a["user.id"]) == ("s1", "u1")
+    assert a["llm.prompt_template.version"]  # which prompt version produced the answer
+
+    assert app.telemetry.costs.summary("user") == [
+        {
+            "key": "u1",
+            "calls": 1,
+            "errors": 0,
+            "cache_hits": 0,
+            "input_tokens": answer.usage["input_tokens"],
+            "output_tokens": answer.usage["output_tokens"],
+            "cost_usd": pytest.approx(answer.usage["cost_usd"]),
+        }
+    ]
+    events = [r.event for r in app.telemetry.audit.records()]
+    assert events[0] == "input_guard" and events[-1] == "answer" and "route" in events
+    assert app.telemetry.audit.verify().ok
+
+    shown = CliRunner().invoke(cli, ["traces", "show", answer.trace_id, "--json"])
+    assert json.loads(shown.stdout)["spans"][0]["name"] == "keel.ask"
+
+
+def test_a_user_budget_stops_ask_with_a_typed_reason():
+    app = _app(budgets={"limits": [{"scope": "user", "usd": 1e-6, "per": "day"}]})
+    answer = app.ask("What is Python?", user="u1")
+    assert answer.status == "stopped"
+    assert answer.error["error"] == "budget_exceeded" and "user:u1 per day" in answer.error["message"]
+    assert 'keel_budget_rejections_total{scope="user"} 1.0' in app.telemetry.metrics.render().decode()
