@@ -40,11 +40,11 @@ def _progress(enabled: bool) -> Iterator[ProgressFn]:
 def _summary(report: IngestReport) -> None:
     for f in report.failed:
         err_console.print(f"[red]skipped[/] {f.message}" + (f"\n  what to do: {f.hint}" if f.hint else ""),
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     console.print(f"[bold]{report.kb}[/]: {report.documents} documents stored ({report.unchanged} unchanged), "
                   f"{report.pages} pages, {report.chunks} chunks, {report.embedded} embedded, "
                   f"{report.seconds:.1f} s" + (f", [red]{len(report.failed)} files failed[/]" if report.failed else ""),
-                  highlight=False)
+                  highlight=False, soft_wrap=True)
 
 
 def _register_ingest(app: typer.Typer) -> None:
@@ -96,7 +96,7 @@ def _register_kb(app: typer.Typer) -> None:
             else:
                 for r in rows:
                     console.print(f"{r['kb']:<20} {r['documents']:6d} documents {r['chunks']:8d} chunks "
-                                  f"{r['pages']:6d} pages", highlight=False)
+                                  f"{r['pages']:6d} pages", highlight=False, soft_wrap=True)
             return
         docs = knowledge.documents(kb)
         if as_json:
@@ -145,9 +145,9 @@ def _register_search(app: typer.Typer) -> None:
             return
         for n, h in enumerate(hits, 1):
             where = f"{h.uri}" + (f" p.{h.page}" if h.page else "")
-            console.print(f"[bold]{n}. {h.title}[/]  [dim]{where}  score {h.score:.3f}[/]", highlight=False)
+            console.print(f"[bold]{n}. {h.title}[/]  [dim]{where}  score {h.score:.3f}[/]", highlight=False, soft_wrap=True)
             text = " ".join(h.text.split())
-            console.print(f"   {text[:300]}{'…' if len(text) > 300 else ''}", highlight=False)
+            console.print(f"   {text[:300]}{'…' if len(text) > 300 else ''}", highlight=False, soft_wrap=True)
 
 
 def register(app: typer.Typer) -> None:
