@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import threading
 import time
@@ -77,10 +78,8 @@ class FlakyServer:
         h.send_header("content-type", "application/json")
         h.send_header("content-length", str(len(body)))
         h.end_headers()
-        try:
+        with contextlib.suppress(BrokenPipeError):  # the client gave up (timeout) before we answered
             h.wfile.write(body)
-        except BrokenPipeError:  # the client gave up (timeout) before we answered
-            pass
 
 
 @contextmanager

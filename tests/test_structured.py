@@ -145,7 +145,8 @@ def test_json_schema_file_validates_too(tmp_path):
 
 
 def test_module_model_reference_loads(tmp_path, monkeypatch):
-    (tmp_path / "myschemas.py").write_text("from pydantic import BaseModel\nclass Invoice(BaseModel):\n  total: float\n")
+    source = "from pydantic import BaseModel\nclass Invoice(BaseModel):\n  total: float\n"
+    (tmp_path / "myschemas.py").write_text(source)
     monkeypatch.syspath_prepend(str(tmp_path))
     schema = load_schema("myschemas:Invoice")
     assert schema.model is not None and schema.json_schema["properties"]["total"]["type"] == "number"

@@ -379,7 +379,8 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except yaml.YAMLError as exc:
-        raise ConfigError(f"{path} is not valid YAML: {exc}", hint="fix the file, or run `keel init` for a fresh one")
+        raise ConfigError(f"{path} is not valid YAML: {exc}",
+                          hint="fix the file, or run `keel init` for a fresh one") from None
     except OSError as exc:
         raise ConfigError(f"cannot read {path}: {exc.strerror}") from None
     if data is None:

@@ -43,7 +43,8 @@ def translate_openai_error(exc: Exception, model: str) -> ModelError:
             hint="check base_url in keel.yaml and that the server is running",
         )
     if isinstance(exc, openai.RateLimitError):
-        return RateLimited(f"{model} is rate limited (429)", model=model, retry_after=_retry_after(exc.response.headers))
+        retry_after = _retry_after(exc.response.headers)
+        return RateLimited(f"{model} is rate limited (429)", model=model, retry_after=retry_after)
     if isinstance(exc, openai.AuthenticationError):
         return ModelRefused(f"{model} rejected the API key (401)", model=model,
                             hint="check the key named by api_key_env")

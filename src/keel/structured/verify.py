@@ -10,6 +10,7 @@ is *unsupported*: the extractor re-asks about it, then reports it.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import re
 import unicodedata
@@ -50,10 +51,8 @@ def _parse_number(token: str) -> list[float]:
         readings.add(float(t.replace(".", "").replace(",", ".")))
     else:
         for candidate in (t.replace(",", "."), t.replace(",", "")):
-            try:
+            with contextlib.suppress(ValueError):
                 readings.add(float(candidate))
-            except ValueError:
-                pass
     return sorted(readings)
 
 
