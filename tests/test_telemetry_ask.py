@@ -20,11 +20,7 @@ class _App(App):
     """An App whose knowledge base is one fixed passage (the graph finds it through App.search)."""
 
     def search(self, query, *, kb=None, k=5, where=None, mode="hybrid"):  # type: ignore[no-untyped-def,override]
-        return [
-            SearchHit(
-                id="py#0", doc_id="py", title="Python", uri="file:///py.md", text=SOURCE, score=0.8, page=1
-            )
-        ]
+        return [SearchHit(id="py#0", doc_id="py", title="Python", uri="file:///py.md", text=SOURCE, score=0.8, page=1)]
 
 
 def _app(**settings) -> _App:
@@ -84,6 +80,12 @@ def test_the_trace_of_one_ask_carries_both_vocabularies_on_the_right_spans():
     events = [r.event for r in app.telemetry.audit.records()]
     assert events[0] == "input_guard" and events[-1] == "answer" and "route" in events
     assert app.telemetry.audit.verify().ok
+
+    metrics = app.telemetry.metrics.render().decode()
+    assert 'keel_requests_total{route="fast",status="answered"} 1.0' in metrics
+    assert 'keel_routes_total{route="fast"} 1.0' in metrics
+    assert 'keel_guardrail_verdicts_total{verdict="pass"} 1.0' in metrics
+    assert 'keel_request_latency_seconds_count{route="fast"} 1.0' in metrics
 
     shown = CliRunner().invoke(cli, ["traces", "show", answer.trace_id, "--json"])
     assert json.loads(shown.stdout)["spans"][0]["name"] == "keel.ask"

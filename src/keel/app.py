@@ -94,7 +94,8 @@ class App:
     def ask(self, question: str, *, kb: str | None = None, session: str | None = None, user: str | None = None,
             schema: dict[str, Any] | None = None) -> Answer:
         """Answer through the graph; the Answer's status says answered, pending_approval or stopped."""
-        return self.runtime.ask(question, kb=kb, session=session, user=user, schema=schema)
+        answer = self.runtime.ask(question, kb=kb, session=session, user=user, schema=schema)
+        return self.telemetry.observe_answer(answer)  # type: ignore[no-any-return]
 
     def approve(self, approval_id: str, *, by: str) -> Answer:
         """A person approves a paused tool call; the run resumes and finishes."""

@@ -49,9 +49,7 @@ class Telemetry:
         self.config = settings.telemetry
         self.url = self.config.database_url or default_url(settings.data_dir)
         self.metrics = Metrics()
-        self.alerts = AlertManager(
-            self.config.alerts, webhook_url=self.config.webhook_url, metrics=self.metrics
-        )
+        self.alerts = AlertManager(self.config.alerts, webhook_url=self.config.webhook_url, metrics=self.metrics)
 
     @property
     def enabled(self) -> bool:
@@ -98,6 +96,21 @@ class Telemetry:
         self.costs.record(record)
         self.metrics.observe_call(record)
         self.alerts.observe(record)
+
+    def observe_answer(self, answer: Any) -> Any:
+        """Count one finished request (route, status, latency, guardrail verdict) in the metrics.
+
+        Takes the graph's Answer (or anything with ``route``, ``status``, ``latency_ms`` and a
+        ``guardrail`` dict) and returns it, so ``return telemetry.observe_answer(answer)`` reads well.
+        """
+        if self.enabled:
+            route = answer.route or "none"
+            self.metrics.observe_request(route, answer.status, answer.latency_ms / 1000.0)
+            self.metrics.observe_route(route)
+            verdict = (answer.guardrail or {}).get("verdict")
+            if verdict:
+                self.metrics.observe_guardrail(str(verdict))
+        return answer
 
     def attach(self, gateway: Gateway) -> Gateway:
         """Trace and account every call of ``gateway`` (no-op while telemetry is off)."""

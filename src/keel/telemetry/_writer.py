@@ -72,9 +72,7 @@ class BatchWriter:
             log.exception("telemetry: could not write %d rows", sum(map(len, grouped.values())))
 
 
-def _insert(
-    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
-) -> tuple[str, list[tuple[Any, ...]]]:
+def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
     """The driver's own executemany with tuples: a fraction of SQLAlchemy Core's per-row cost."""
     columns = list(rows[0])
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"

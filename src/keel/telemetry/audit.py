@@ -109,15 +109,12 @@ def verify_records(records: Iterable[AuditRecord]) -> VerifyResult:
             )
         if rec.seq != prev_seq + 1:
             why = "missing (deleted)" if rec.seq > prev_seq + 1 else "out of order"
-            return _fail(
-                n, rec.seq, f"record {rec.seq} follows record {prev_seq}: records in between are {why}"
-            )
+            return _fail(n, rec.seq, f"record {rec.seq} follows record {prev_seq}: records in between are {why}")
         if rec.prev_hash != prev_hash:
             return _fail(
                 n,
                 rec.seq,
-                f"record {rec.seq} does not link to record {prev_seq}'s hash "
-                f"(a record was deleted, inserted or moved)",
+                f"record {rec.seq} does not link to record {prev_seq}'s hash (a record was deleted, inserted or moved)",
             )
         if record_hash(rec.prev_hash, rec.seq, rec.ts, rec.event, rec.data) != rec.hash:
             return _fail(n, rec.seq, f"record {rec.seq} ({rec.event}) was changed after it was written")
@@ -157,9 +154,7 @@ class AuditLedger:
     def append(self, event: str, data: dict[str, Any]) -> AuditRecord:
         """Write one decision record after the current head; atomic across threads and processes."""
         if not event or len(event) > 100:
-            raise InputError(
-                f"audit event name {event!r} must be 1-100 characters", hint="e.g. 'route', 'tool_call'"
-            )
+            raise InputError(f"audit event name {event!r} must be 1-100 characters", hint="e.g. 'route', 'tool_call'")
         if not isinstance(data, dict):
             raise InputError("audit data must be a dict", hint="pass e.g. {'route': 'fast', 'reason': '...'}")
         body = self._prepare(data)
@@ -186,9 +181,7 @@ class AuditLedger:
         try:
             plain = json.loads(json.dumps(data, default=str, allow_nan=False))
         except ValueError as exc:
-            raise InputError(
-                f"audit data cannot be stored as JSON: {exc}", hint="replace NaN/inf values"
-            ) from None
+            raise InputError(f"audit data cannot be stored as JSON: {exc}", hint="replace NaN/inf values") from None
         return plain if self.settings.store_text else _hash_text(plain, self._text_keys)
 
     def records(self, *, since: str | None = None) -> Iterator[AuditRecord]:

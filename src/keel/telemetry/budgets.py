@@ -222,11 +222,7 @@ class SQLiteCounters:
             raise
 
     def used(self, key: str) -> tuple[int, int]:
-        row = (
-            self._conn()
-            .execute("SELECT spent, reserved FROM budget_counters WHERE key = ?", (key,))
-            .fetchone()
-        )
+        row = self._conn().execute("SELECT spent, reserved FROM budget_counters WHERE key = ?", (key,)).fetchone()
         return (row[0], row[1]) if row else (0, 0)
 
 
@@ -275,9 +271,7 @@ class RedisCounters:
         return checks[refused - 1] if refused else None
 
     def settle(self, reservation: Reservation, actual: int) -> None:
-        self._settle(
-            keys=[self.prefix + c.key for c in reservation.checks], args=[reservation.amount, actual]
-        )
+        self._settle(keys=[self.prefix + c.key for c in reservation.checks], args=[reservation.amount, actual])
 
     def used(self, key: str) -> tuple[int, int]:
         spent, reserved = self.client.hmget(self.prefix + key, "spent", "reserved")

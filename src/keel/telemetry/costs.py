@@ -92,9 +92,7 @@ class CostStore:
         ts = time.time()
         self.writer.put(t.model_calls, lambda: call_row(record, ctx, ts))
 
-    def summary(
-        self, by: str = "model", *, since: float | None = None, limit: int = 100
-    ) -> list[dict[str, Any]]:
+    def summary(self, by: str = "model", *, since: float | None = None, limit: int = 100) -> list[dict[str, Any]]:
         """Spend grouped by ``by``: calls, errors, cache hits, tokens and USD, biggest first."""
         if by not in GROUPINGS:
             raise InputError(f"cannot group costs by {by!r}", hint=f"use one of: {', '.join(GROUPINGS)}")

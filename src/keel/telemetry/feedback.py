@@ -180,9 +180,7 @@ class FeedbackStore:
         return [
             {"question": r["question"], "answer": r["answer"]}
             for r in rows
-            if r["question"]
-            and r["answer"]
-            and (prompt_version is None or r["prompt_version"] == prompt_version)
+            if r["question"] and r["answer"] and (prompt_version is None or r["prompt_version"] == prompt_version)
         ]
 
     def export_eval_cases(self, out: IO[str]) -> int:

@@ -31,9 +31,7 @@ class Metrics:
             buckets=_LATENCY_BUCKETS,
             registry=r,
         )
-        self.model_calls = Counter(
-            "keel_model_calls", "Model call attempts", ["model", "outcome"], registry=r
-        )
+        self.model_calls = Counter("keel_model_calls", "Model call attempts", ["model", "outcome"], registry=r)
         self.model_latency = Histogram(
             "keel_model_latency_seconds",
             "Model call latency",
@@ -46,9 +44,7 @@ class Metrics:
         self.cache_hits = Counter("keel_cache_hits", "Response cache hits", ["model"], registry=r)
         self.routes = Counter("keel_routes", "Router decisions", ["route"], registry=r)
         self.guardrail = Counter("keel_guardrail_verdicts", "Guardrail verdicts", ["verdict"], registry=r)
-        self.budget_rejections = Counter(
-            "keel_budget_rejections", "Calls refused by a budget", ["scope"], registry=r
-        )
+        self.budget_rejections = Counter("keel_budget_rejections", "Calls refused by a budget", ["scope"], registry=r)
         self.alerts_firing = Gauge(
             "keel_alerts_firing", "1 while an alert rule's condition holds", ["rule"], registry=r
         )

@@ -195,9 +195,7 @@ def set_model_response(span: Span, response: ChatResponse, pricer: Pricer | None
     if not span.is_recording():
         return
     u = response.usage
-    prompt_cost = (
-        pricer.cost(type(u)(input_tokens=u.input_tokens, cached_tokens=u.cached_tokens)) if pricer else 0.0
-    )
+    prompt_cost = pricer.cost(type(u)(input_tokens=u.input_tokens, cached_tokens=u.cached_tokens)) if pricer else 0.0
     attrs: dict[str, Any] = {
         "gen_ai.response.model": response.model,
         "gen_ai.response.finish_reasons": [response.finish_reason],
@@ -275,9 +273,7 @@ def set_tool_call(span: Span, name: str, arguments: Mapping[str, Any], result: A
     if _state["capture"]:
         span.set_attribute(SA.TOOL_PARAMETERS, json.dumps(dict(arguments), default=str))
         if result is not None:
-            span.set_attribute(
-                SA.OUTPUT_VALUE, result if isinstance(result, str) else json.dumps(result, default=str)
-            )
+            span.set_attribute(SA.OUTPUT_VALUE, result if isinstance(result, str) else json.dumps(result, default=str))
 
 
 def set_guardrail(span: Span, verdict: str, checks: Iterable[Mapping[str, Any]] = ()) -> None:

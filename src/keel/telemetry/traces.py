@@ -82,16 +82,11 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
         "kind": (span.attributes or {}).get("openinference.span.kind"),
         "start_time": start / 1e9,
         "duration_ms": (end - start) / 1e6,
-        "status": span.status.status_code.name.lower()
-        if span.status.status_code != StatusCode.UNSET
-        else "ok",
+        "status": span.status.status_code.name.lower() if span.status.status_code != StatusCode.UNSET else "ok",
         "status_message": span.status.description,
         "attributes": json.dumps(_attributes(span), default=list),
         "events": json.dumps(
-            [
-                {"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})}
-                for e in span.events
-            ],
+            [{"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})} for e in span.events],
             default=str,
         ),
     }
@@ -181,9 +176,7 @@ class TraceStore:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(s).where(s.c.trace_id == trace_id).order_by(s.c.start_time)).all()
         if not rows:
-            raise InputError(
-                f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`"
-            )
+            raise InputError(f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`")
         nodes = {
             r.span_id: SpanNode(
                 r.span_id,

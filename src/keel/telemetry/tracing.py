@@ -138,9 +138,7 @@ def setup_tracing(
 def _otlp_exporter(settings: TelemetrySettings) -> SpanExporter:
     from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
 
-    exporter = OTLPSpanExporter(
-        endpoint=settings.otlp_endpoint, headers=dict(settings.otlp_headers), timeout=10
-    )
+    exporter = OTLPSpanExporter(endpoint=settings.otlp_endpoint, headers=dict(settings.otlp_headers), timeout=10)
     return exporter if settings.capture_content else _WithoutContent(exporter)
 
 
