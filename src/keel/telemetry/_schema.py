@@ -87,3 +87,10 @@ audit = sa.Table(
     sa.Column("prev_hash", sa.String(64), nullable=False),
     sa.Column("hash", sa.String(64), nullable=False),
 )
+
+# the indexes the migrations create, declared here too so the two can be compared
+sa.Index("ix_keel_spans_trace", spans.c.trace_id)
+sa.Index("ix_keel_spans_start", spans.c.start_time)
+for _col in ("ts", "trace_id", "day", "user_id"):
+    sa.Index(f"ix_keel_model_calls_{_col}", model_calls.c[_col])
+sa.Index("ix_keel_feedback_trace", feedback.c.trace_id)

@@ -1,0 +1,47 @@
+"""The telemetry schema: migrations match the tables the code uses, run once, and ship in the package."""
+
+from __future__ import annotations
+
+from importlib import resources
+
+import pytest
+import sqlalchemy as sa
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+
+from keel.errors import ConfigError
+from keel.telemetry import _schema
+from keel.telemetry._db import VERSION_TABLE, open_engine, upgrade
+
+
+def test_migrations_create_exactly_the_tables_the_code_uses(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    with engine.connect() as conn:
+        diff = compare_metadata(MigrationContext.configure(conn), _schema.metadata)
+        version = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one()
+        mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
+    ours = [d for d in diff if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)]
+    assert ours == [] and version == "0001" and mode == "wal"
+
+
+def test_upgrading_twice_is_a_no_op(tmp_path):
+    engine = open_engine(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    upgrade(engine)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text(f"SELECT count(*) FROM {VERSION_TABLE}")).scalar_one() == 1
+
+
+def test_migrations_ship_inside_the_package():
+    root = resources.files("keel.telemetry") / "migrations"
+    assert (root / "env.py").is_file() and (root / "script.py.mako").is_file()
+    assert (root / "versions" / "0001_telemetry_tables.py").is_file()
+
+
+@pytest.mark.parametrize(
+    ("url", "hint"),
+    [("not a url", "sqlite:///"), ("mysql://u@h/db", "sqlite and postgresql")],
+)
+def test_a_bad_database_url_is_a_config_error(url, hint):
+    with pytest.raises(ConfigError) as info:
+        open_engine(url)
+    assert hint in str(info.value)
