@@ -132,3 +132,21 @@ def test_the_cli_records_a_vote(app):
         "curation_id": None,
     }
     assert runner.invoke(cli, ["feedback", trace_id, "sideways"]).exit_code != 0
+
+
+def test_the_cli_curates_and_exports(app):
+    good, bad = _answered(app, "q1", "a1"), _answered(app, "q2", "a2")
+    fb = app.telemetry.feedback
+    up = fb.record(good, "up")
+    fb.record(bad, "down", comment="wrong")
+    runner = CliRunner()
+    listed = json.loads(runner.invoke(cli, ["curation", "--json"]).stdout)
+    assert [(c["id"], c["question"], c["status"]) for c in listed] == [(up.curation_id, "q1", "pending")]
+    accepted = runner.invoke(cli, ["curation", "accept", str(up.curation_id), "--json"])
+    assert json.loads(accepted.stdout) == {"id": up.curation_id, "status": "accepted"}
+    assert fb.few_shot_examples() == [{"question": "q1", "answer": "a1"}]
+    assert runner.invoke(cli, ["curation", "reject", "999"]).exit_code != 0
+    exported = runner.invoke(cli, ["curation", "evals", "--out", "cases.jsonl", "--json"])
+    assert json.loads(exported.stdout) == {"cases": 1, "file": "cases.jsonl"}
+    with open("cases.jsonl", encoding="utf-8") as fh:
+        assert [json.loads(line)["question"] for line in fh] == ["q2"]

@@ -15,9 +15,7 @@ from ..telemetry.costs import GROUPINGS, parse_since
 from ..telemetry.traces import SpanNode
 from ._common import ConfigOption, JsonOption, console, make_app, print_json
 
-SinceOption = Annotated[
-    str | None, typer.Option("--since", help="only since: 24h, 7d, 30m or a date (2026-11-01)")
-]
+SinceOption = Annotated[str | None, typer.Option("--since", help="only since: 24h, 7d, 30m or a date (2026-11-01)")]
 
 
 def _when(ts: float) -> str:
@@ -61,9 +59,7 @@ def _list_traces(config: Path | None, limit: int, since: str | None, as_json: bo
 
 
 def _register_traces(app: typer.Typer) -> None:
-    traces = typer.Typer(
-        help="Recorded traces: list them, or show one as a span tree.", no_args_is_help=False
-    )
+    traces = typer.Typer(help="Recorded traces: list them, or show one as a span tree.", no_args_is_help=False)
 
     @traces.callback(invoke_without_command=True)
     def traces_default(
@@ -159,6 +155,58 @@ def _register_feedback(app: typer.Typer) -> None:
         console.print(f"feedback {vote.id} on {trace_id}: {vote.rating} ({where})")
 
 
+def _register_curation(app: typer.Typer) -> None:
+    curation = typer.Typer(help="Feedback's loop: few-shot candidates to accept, eval cases to export.")
+
+    @curation.callback(invoke_without_command=True)
+    def curation_list(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+        """Up-voted answers waiting to become few-shot examples."""
+        if ctx.invoked_subcommand is not None:
+            return
+        rows = make_app(config).telemetry.feedback.curation_queue()
+        if as_json:
+            print_json(rows)
+            return
+        if not rows:
+            console.print("no candidates: up-vote good answers with `keel feedback TRACE_ID up`")
+        for r in rows:
+            console.print(f"{r['id']:>5}  [{r['prompt_version'] or '-'}]  {r['question']!r} -> {r['answer']!r}")
+
+    def _decide(candidate_id: int, accept: bool, config: Path | None, as_json: bool) -> None:
+        make_app(config).telemetry.feedback.curate(candidate_id, accept=accept)
+        status = "accepted" if accept else "rejected"
+        if as_json:
+            print_json({"id": candidate_id, "status": status})
+        else:
+            console.print(f"candidate {candidate_id} {status}")
+
+    @curation.command("accept")
+    def curation_accept(candidate_id: int, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+        """Make a candidate a few-shot example."""
+        _decide(candidate_id, True, config, as_json)
+
+    @curation.command("reject")
+    def curation_reject(candidate_id: int, config: ConfigOption = None, as_json: JsonOption = False) -> None:
+        """Drop a candidate."""
+        _decide(candidate_id, False, config, as_json)
+
+    @curation.command("evals")
+    def curation_evals(
+        out: Annotated[Path, typer.Option("--out", "-o", help="JSONL file to write")],
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Export down-voted answers as evaluation cases (JSONL) for `keel eval`."""
+        with out.open("w", encoding="utf-8") as fh:
+            n = make_app(config).telemetry.feedback.export_eval_cases(fh)
+        if as_json:
+            print_json({"cases": n, "file": str(out)})
+        else:
+            console.print(f"wrote {n} evaluation cases to {out}")
+
+    app.add_typer(curation, name="curation")
+
+
 def _register_audit(app: typer.Typer) -> None:
     audit = typer.Typer(help="The hash-chained audit ledger: verify it, export it.", no_args_is_help=True)
 
@@ -217,4 +265,5 @@ def register(app: typer.Typer) -> None:
     _register_traces(app)
     _register_costs(app)
     _register_feedback(app)
+    _register_curation(app)
     _register_audit(app)
