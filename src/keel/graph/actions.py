@@ -23,7 +23,7 @@ from typing import Any
 from ..models.base import ChatResponse
 from ..tools import ToolRegistry
 
-__all__ = ["FINAL", "Action", "action_schema", "parse_action", "plan_by_rule"]
+__all__ = ["FINAL", "Action", "action_schema", "parse_action", "plan_by_rule", "shortlist"]
 
 FINAL = "final_answer"
 _FILENAME = re.compile(r"(?<![\w/.-])((?:[\w-]+/)*[\w-]+\.[A-Za-z0-9]{1,5})\b")
@@ -45,15 +45,24 @@ class Action:
         return {"id": self.call_id, "name": self.tool, "arguments": self.args, "planner": self.planner}
 
 
-def action_schema(tools: ToolRegistry) -> dict[str, Any]:
-    """One JSON object: a tool and its arguments, or the final answer."""
+def action_schema(tools: ToolRegistry, names: set[str] | None = None) -> dict[str, Any]:
+    """One JSON object: a tool (of ``names``, default all) and its arguments, or the final answer."""
     options = [{"type": "object", "properties": {"tool": {"const": t.name}, "args": t.parameters()},
-                "required": ["tool", "args"], "additionalProperties": False} for t in tools]
-    final_args = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"],
-                  "additionalProperties": False}
+                "required": ["tool", "args"], "additionalProperties": False}
+               for t in tools if names is None or t.name in names]
+    final_args = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 400}},
+                  "required": ["answer"], "additionalProperties": False}
     options.append({"type": "object", "properties": {"tool": {"const": FINAL}, "args": final_args},
                     "required": ["tool", "args"], "additionalProperties": False})
-    return {"type": "object", "anyOf": options}
+    return options[0] if len(options) == 1 else {"type": "object", "anyOf": options}
+
+
+def shortlist(tools: ToolRegistry, nearest: list[dict[str, Any]], every: list[dict[str, Any]]) -> set[str]:
+    """Tools worth offering for this question: those the nearest examples use, plus every tool
+    with no example at all (a small model picks better among fewer, and the grammar is smaller)."""
+    near = {e["action"]["tool"] for e in nearest}
+    known = {e["action"]["tool"] for e in every}
+    return {t.name for t in tools if t.name in near or t.name not in known} | {FINAL}
 
 
 def _expression(question: str) -> str | None:

@@ -20,7 +20,7 @@ from openinference.semconv.trace import SpanAttributes as SA
 
 from ..models.base import Message, ToolCall
 from ..tools import ApprovalInvalid
-from .actions import Action, action_schema, parse_action, plan_by_rule
+from .actions import FINAL, Action, action_schema, parse_action, plan_by_rule, shortlist
 from .deps import GraphDeps
 from .limits import check_steps
 from .modelcall import call_model
@@ -41,15 +41,28 @@ def _repeat_of_done_call(action: Action, state: dict[str, Any]) -> dict[str, Any
     return None
 
 
+def _offered(state: dict[str, Any], deps: GraphDeps, examples: list[dict[str, Any]]) -> set[str]:
+    """After a rule-planned call succeeded, the task the rule saw is done: only finishing is offered.
+    Otherwise the tools the nearest examples use (and any without examples)."""
+    log = state.get("tool_log") or []
+    if log and all(e["planner"] == "rule" and e["ok"] for e in log):
+        return {FINAL}
+    return shortlist(deps.tools, examples, deps.examples.examples)
+
+
 def _model_action(state: dict[str, Any], deps: GraphDeps) -> tuple[Action, dict[str, Any]]:
-    prompt = deps.prompts.render("agent_step", tools=deps.tools.specs(), sources=state.get("sources") or [],
-                                 examples=deps.examples.select(state["question"], k=3))
+    examples = deps.examples.select(state["question"], k=3)
+    offered = _offered(state, deps, examples)
+    shown = [e for e in examples if e["action"]["tool"] in offered] or deps.examples.select(
+        state["question"], k=2, where=lambda e: e["action"]["tool"] in offered)
+    prompt = deps.prompts.render("agent_step", tools=[t.spec() for t in deps.tools if t.name in offered],
+                                 sources=state.get("sources") or [], examples=shown)
     messages = [Message(role="system", content=prompt.text, cache_breakpoint=True),
                 Message(role="user", content=f"Task: {state['question']}"), *_transcript(state)]
     if state.get("problems"):
         messages.append(Message(role="user", content=deps.prompts.render("reask", problems=state["problems"]).text))
     response, accounting = call_model(deps, state, role=deps.agent_role, purpose="agent_step", prompt=prompt,
-                                      messages=messages, json_schema=action_schema(deps.tools), max_tokens=200)
+                                      messages=messages, json_schema=action_schema(deps.tools, offered), max_tokens=200)
     return parse_action(response), accounting
 
 

@@ -43,7 +43,7 @@ def fast_answer(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
         messages += [Message(role="assistant", content=state.get("draft", "")),
                      Message(role="user", content=reask.text)]
     response, accounting = call_model(deps, state, role=deps.fast_role, purpose="answer", prompt=prompt,
-                                      messages=messages, json_schema=state.get("schema"), max_tokens=256)
+                                      messages=messages, json_schema=state.get("schema"), max_tokens=160)
     return {**accounting, "producer": "fast", "draft": response.text.strip()}
 
 
@@ -65,7 +65,8 @@ def _verdict(verdict: str, report: Any, reason: str = "") -> dict[str, Any]:
 
 def _give_up(state: dict[str, Any], report: Any) -> tuple[str, dict[str, Any]]:
     """After the re-ask failed: quote the sources, else withhold what leaked, else refuse."""
-    sources = state.get("sources") or []
+    sources = list(state.get("sources") or [])
+    sources += [{"text": t["result"], "score": 0.0} for t in state.get("tool_log") or [] if t.get("ok")]
     quoted = extractive_answer(state["question"], sources) if sources else ""
     if quoted:
         return quoted, _verdict("fallback", report, "the answer was not supported; quoting the sources instead")

@@ -2,7 +2,7 @@
 
 For every sentence of the answer: its content words (stop words dropped,
 light stemming) are looked up in each source; the best source's share is the
-sentence's *support*. Numbers and names (capitalised words, identifiers like
+sentence's *support* (words the question used are neutral). Numbers and names (capitalised words, identifiers like
 ``__init__``) must appear in some source, whatever the share. A sentence is
 supported when its support reaches the threshold and nothing specific is
 missing. Groundedness is the share of supported sentences. The scorer is a
@@ -18,16 +18,11 @@ from typing import Any
 
 __all__ = ["Grounding", "SentenceSupport", "content_words", "score_groundedness", "split_sentences"]
 
-_STOP = frozenset("""a an the and or but if then else of to in on at by for with from as is are was were be been
-being it its this that these those there here what which who whom whose when where why how do does did done can
-could should would will shall may might must not no yes so such than too very just also only i you he she we they
-me him her us them my your his our their into about over under up down out more most some any each all both few
-other own same again further once between through during before after above below off per via using use used
-your yours i'm it's don't doesn't isn't aren't""".split())
+_STOP = frozenset(["a", "an", "the", "and", "or", "but", "if", "then", "else", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "do", "does", "did", "done", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "not", "no", "yes", "so", "such", "than", "too", "very", "just", "also", "only", "i", "you", "he", "she", "we", "they", "me", "him", "her", "us", "them", "my", "your", "his", "our", "their", "into", "about", "over", "under", "up", "down", "out", "more", "most", "some", "any", "each", "all", "both", "few", "other", "own", "same", "again", "further", "once", "between", "through", "during", "before", "after", "above", "below", "off", "per", "via", "using", "use", "used", "your", "yours", "i'm", "it's", "don't", "doesn't", "isn't", "aren't"])
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
 _CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
-_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9`])|\n+")
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=[\"'(\[A-Z0-9`])|\n\s*\n")
 
 
 def _stem(word: str) -> str:
@@ -53,7 +48,9 @@ def _names(sentence: str) -> set[str]:
 
 
 def split_sentences(text: str) -> list[str]:
-    return [s.strip() for s in _SENTENCE_END.split(_CITATION.sub("", text)) if s.strip()]
+    """Sentences, with hard-wrapped lines joined back (documentation is often wrapped)."""
+    parts = _SENTENCE_END.split(_CITATION.sub("", text))
+    return [" ".join(p.split()) for p in parts if p.strip()]
 
 
 @dataclass
@@ -88,21 +85,27 @@ class Grounding:
         return asdict(self)
 
 
-def score_groundedness(answer: str, sources: Sequence[str], *, threshold: float = 0.6) -> Grounding:
+def score_groundedness(answer: str, sources: Sequence[str], *, threshold: float = 0.6,
+                       question: str = "") -> Grounding:
+    """Score each sentence; words the question itself used are neutral (restating it claims nothing)."""
+    asked = content_words(question)
     source_words = [content_words(s) for s in sources]
     all_text = "\n".join(sources)
     all_numbers, all_lower = _numbers(all_text), all_text.casefold()
     judged: list[SentenceSupport] = []
     for sentence in split_sentences(answer):
         words = content_words(sentence)
-        if len(words) < 2:
+        numbers, names = _numbers(sentence), _names(sentence)
+        if len(words) < 2 and not numbers and not names:
             continue  # "Yes." carries no claim of its own
-        shares = [len(words & sw) / len(words) for sw in source_words] or [0.0]
+        claims = words - asked
+        shares = [len(claims & sw) / len(claims) if claims else 1.0 for sw in source_words] or [0.0]
         best = max(range(len(shares)), key=shares.__getitem__)
-        missing_numbers = sorted(_numbers(sentence) - all_numbers)
-        missing_names = sorted(n for n in _names(sentence) if n.casefold() not in all_lower)
+        missing_numbers = sorted(numbers - all_numbers)
+        missing_names = sorted(n for n in names if n.casefold() not in all_lower)
         ok = shares[best] >= threshold and not missing_numbers and not missing_names
         judged.append(SentenceSupport(sentence, round(shares[best], 3), ok, best if sources else None,
                                       missing_numbers, missing_names))
-    score = sum(s.supported for s in judged) / len(judged) if judged else 0.0
+    # no sentence makes a claim: nothing is unsupported (a bare "I don't know" is caught by the caller)
+    score = sum(s.supported for s in judged) / len(judged) if judged else 1.0
     return Grounding(round(score, 3), judged)

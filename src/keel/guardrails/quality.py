@@ -23,7 +23,8 @@ from .leaks import find_pii, find_secrets, new_findings, redact
 
 __all__ = ["Check", "QualityGuard", "QualityReport", "extractive_answer", "is_non_answer"]
 
-GroundingScorer = Callable[[str, Sequence[str]], Grounding]
+#: (answer, sources, question) -> Grounding; a model-based scorer can replace the lexical one
+GroundingScorer = Callable[[str, Sequence[str], str], Grounding]
 _NON_ANSWER = re.compile(r"(?i)^\W*(i don'?t know|i do not know|i'?m not sure|i cannot answer|no answer)\b")
 
 
@@ -53,6 +54,18 @@ class QualityReport:
         return all(c.passed for c in self.checks)
 
 
+def _repeated_sentences(text: str) -> list[str]:
+    """Sentences said more than once: a small model's tell that it lost the thread."""
+    seen: set[str] = set()
+    repeated = []
+    for sentence in split_sentences(text):
+        key = " ".join(sorted(content_words(sentence)))
+        if len(key) > 10 and key in seen and sentence not in repeated:
+            repeated.append(sentence)
+        seen.add(key)
+    return repeated
+
+
 def is_non_answer(text: str) -> bool:
     return not text.strip() or bool(_NON_ANSWER.match(text))
 
@@ -60,8 +73,8 @@ def is_non_answer(text: str) -> bool:
 class QualityGuard:
     def __init__(self, settings: GuardrailSettings, scorer: GroundingScorer | None = None) -> None:
         self.settings = settings
-        self.scorer = scorer or (lambda answer, sources: score_groundedness(
-            answer, sources, threshold=settings.sentence_support))
+        self.scorer = scorer or (lambda answer, sources, question: score_groundedness(
+            answer, sources, threshold=settings.sentence_support, question=question))
 
     def check(self, answer: str, *, question: str, sources: Sequence[str],
               schema: dict[str, Any] | None = None) -> QualityReport:
@@ -69,13 +82,16 @@ class QualityGuard:
         problems: list[str] = []
         grounding = None
         if sources:
-            grounding = self.scorer(answer, sources)
+            grounding = self.scorer(answer, sources, question)
             ok = grounding.score >= self.settings.min_groundedness and not is_non_answer(answer)
             detail = f"{sum(s.supported for s in grounding.sentences)}/{len(grounding.sentences)} sentences supported"
             checks.append(Check("groundedness", ok, detail, grounding.score))
             problems += grounding.problems() if not ok else []
             if is_non_answer(answer):
                 problems.append("the answer says it does not know although sources were found")
+        repeated = _repeated_sentences(answer)
+        checks.append(Check("repetition", not repeated, "; ".join(r[:80] for r in repeated)))
+        problems += [f"the answer repeats itself: {r[:80]!r}" for r in repeated]
         if schema is not None:
             checks.append(self._schema(answer, schema, problems))
         for name, findings in (("secrets", find_secrets(answer)), ("pii", find_pii(answer))):

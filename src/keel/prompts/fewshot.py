@@ -8,6 +8,7 @@ similarity is cosine over the router's featuriser (swappable).
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from importlib import resources
 from typing import Any
 
@@ -33,10 +34,13 @@ class FewShotSelector:
         self.featurizer = featurizer or HashedBagOfWords()
         self._matrix = self.featurizer.embed([str(e[key]) for e in examples]) if examples else None
 
-    def select(self, query: str, k: int = 3) -> list[dict[str, Any]]:
-        """The ``k`` most similar examples, most similar last (closest to the question in the prompt)."""
+    def select(self, query: str, k: int = 3,
+               where: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+        """The ``k`` most similar examples (of those ``where`` accepts), most similar last,
+        closest to the question in the prompt."""
         if self._matrix is None or k <= 0:
             return []
         sims = self._matrix @ self.featurizer.embed([query])[0]
-        best = np.argsort(-sims, kind="stable")[:k]
+        order = [int(i) for i in np.argsort(-sims, kind="stable")]
+        best = [i for i in order if where is None or where(self.examples[i])][:k]
         return [self.examples[i] for i in reversed(best)]

@@ -16,7 +16,7 @@ _FILE_WORDS = r"(?:file|files|folder|workspace|directory|[\w-]+\.(?:txt|md|csv|j
 _TOOL_PATTERNS: list[tuple[str, re.Pattern[str]]] = [
     ("delete_file", re.compile(rf"\b(delete|remove|erase|rm|clean up|wipe)\b.*{_FILE_WORDS}", re.I)),
     ("read_file", re.compile(rf"\b(read|open|show|cat|summari[sz]e)\b.*{_FILE_WORDS}", re.I)),
-    ("list_files", re.compile(rf"\b(list|what|which)\b.*\b(files|folder|workspace)\b", re.I)),
+    ("list_files", re.compile(r"\b(list|what|which)\b.*\b(files|folder|workspace)\b", re.I)),
     ("calculator", re.compile(r"\d\s*(?:[-+*/^x×÷%]|\*\*)\s*\(?\s*\d|\b(calculate|compute)\b.*\d", re.I)),
 ]
 _KB_PATTERNS = re.compile(r"\b(knowledge base|the docs|documentation|according to|our (docs|wiki|handbook))\b", re.I)

@@ -8,6 +8,7 @@ finds it next time.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from importlib import resources
@@ -103,10 +104,32 @@ def train(examples: list[Example], featurizer: Featurizer | None = None, *,
     return model, TrainReport(len(examples), len(held), round(score, 4), counts, str(save_to) if save_to else None)
 
 
+_fitted: dict[tuple[str, int, str], SoftmaxClassifier] = {}
+
+
+def _bundled(featurizer: Featurizer, cache_dir: Path | None) -> SoftmaxClassifier:
+    """The classifier fitted on the bundled set, fitted once and cached (in memory and on disk),
+    keyed by the set's content and the featuriser, so editing either refits it."""
+    text = resources.files("keel.router").joinpath("data/routes.jsonl").read_bytes()
+    key = (featurizer.name, featurizer.dim, hashlib.sha256(text).hexdigest()[:12])
+    if key in _fitted:
+        return _fitted[key]
+    cached = cache_dir / f"bundled-{key[0]}-{key[1]}-{key[2]}.npz" if cache_dir else None
+    if cached is not None and cached.is_file():
+        model = SoftmaxClassifier.load(cached)
+    else:
+        model = _fit(bundled_examples(), featurizer)
+        if cached is not None:
+            model.save(cached)
+    _fitted[key] = model
+    return model
+
+
 def load_classifier(path: Path | None, featurizer: Featurizer) -> SoftmaxClassifier:
-    """The user's trained model if saved at ``path``, else one fitted on the bundled set."""
+    """The user's trained model if saved at ``path``, else the one fitted on the bundled set
+    (cached beside ``path``)."""
     if path is not None and path.is_file():
         model = SoftmaxClassifier.load(path)
         if model.weights.shape[0] == featurizer.dim:
             return model
-    return _fit(bundled_examples(), featurizer)
+    return _bundled(featurizer, path.parent if path is not None else None)
