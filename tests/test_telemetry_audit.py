@@ -198,6 +198,8 @@ def test_app_audit_is_the_ledger_append_and_the_cli_verifies_it(keel_home):
     audit = app.audit
     for event, data in DECISIONS:
         audit(event, data)
+    records = list(app.telemetry.audit.records())
+    assert {r.data["config_hash"] for r in records} == {app.settings.fingerprint()}  # which config decided
     runner = CliRunner()
     ok = runner.invoke(cli, ["audit", "verify", "--json"])
     assert ok.exit_code == 0 and json.loads(ok.stdout)["checked"] == 5

@@ -77,7 +77,7 @@ class Telemetry:
 
     @functools.cached_property
     def audit(self) -> AuditLedger:
-        ledger = AuditLedger(self.engine, self.config.audit)
+        ledger = AuditLedger(self.engine, self.config.audit, context={"config_hash": self.settings.fingerprint()})
         ledger.prune()
         return ledger
 

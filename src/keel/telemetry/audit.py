@@ -142,10 +142,13 @@ class AuditLedger:
         settings: AuditSettings | None = None,
         *,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        context: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings or AuditSettings()
         self.clock = clock
+        #: added to every record unless the caller sets the key (App: {"config_hash": ...})
+        self.context = dict(context or {})
         self._text_keys = frozenset(self.settings.text_keys)
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
@@ -179,7 +182,7 @@ class AuditLedger:
 
     def _prepare(self, data: dict[str, Any]) -> dict[str, Any]:
         try:
-            plain = json.loads(json.dumps(data, default=str, allow_nan=False))
+            plain = json.loads(json.dumps({**self.context, **data}, default=str, allow_nan=False))
         except ValueError as exc:
             raise InputError(f"audit data cannot be stored as JSON: {exc}", hint="replace NaN/inf values") from None
         return plain if self.settings.store_text else _hash_text(plain, self._text_keys)
