@@ -52,7 +52,9 @@ def _luhn(digits: str) -> bool:
 
 
 def _scan(text: str, patterns: dict[str, re.Pattern[str]]) -> list[Finding]:
-    found = []
+    """Matches in pattern order; a match inside an earlier one (a "phone" inside a card) is skipped."""
+    found: list[Finding] = []
+    taken: list[tuple[int, int]] = []
     for kind, pattern in patterns.items():
         for m in pattern.finditer(text):
             value = m.group(0)
@@ -60,6 +62,9 @@ def _scan(text: str, patterns: dict[str, re.Pattern[str]]) -> list[Finding]:
                 digits = re.sub(r"\D", "", value)
                 if not (13 <= len(digits) <= 19 and _luhn(digits)):
                     continue
+            if any(a <= m.start() and m.end() <= b for a, b in taken):
+                continue
+            taken.append(m.span())
             found.append(Finding(kind, value))
     return found
 

@@ -1,0 +1,58 @@
+"""Prompt templates: content-hash versions, sandboxed rendering, overrides, per-query few-shot examples."""
+
+from __future__ import annotations
+
+import hashlib
+from importlib import resources
+from pathlib import Path
+
+import pytest
+
+from keel.errors import ConfigError
+from keel.prompts import FewShotSelector, PromptLibrary, load_examples
+
+
+def test_version_is_the_content_hash() -> None:
+    lib = PromptLibrary()
+    source = resources.files("keel.prompts").joinpath("templates/reask.j2").read_text(encoding="utf-8")
+    assert lib.get("reask").version == hashlib.sha256(source.encode()).hexdigest()[:12]
+    assert set(lib.versions()) == {"agent_step", "answer_chat", "answer_sources", "reask", "route_judge"}
+
+
+def test_render_fills_variables_and_reports_missing_ones() -> None:
+    rendered = PromptLibrary().render("reask", problems=["number 7 not in the sources"])
+    assert rendered.name == "reask" and "- number 7 not in the sources" in rendered.text
+    with pytest.raises(ConfigError, match="needs a variable"):
+        PromptLibrary().render("reask")
+
+
+def test_override_folder_replaces_a_template_and_changes_its_version(tmp_path: Path) -> None:
+    (tmp_path / "answer_chat.j2").write_text("Be terse.{{ '' if history else '' }}")
+    lib = PromptLibrary(tmp_path)
+    assert lib.render("answer_chat", history=False).text == "Be terse."
+    assert lib.get("answer_chat").version != PromptLibrary().get("answer_chat").version
+
+
+def test_sandbox_blocks_python_internals(tmp_path: Path) -> None:
+    (tmp_path / "evil.j2").write_text("{{ ''.__class__.__mro__[1].__subclasses__() }}")
+    with pytest.raises(ConfigError, match="sandbox forbids"):
+        PromptLibrary(tmp_path).render("evil")
+
+
+def test_unknown_and_broken_templates(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="no prompt template named 'nope'"):
+        PromptLibrary().get("nope")
+    (tmp_path / "broken.j2").write_text("{% for x in %}")
+    with pytest.raises(ConfigError, match="line 1"):
+        PromptLibrary(tmp_path).get("broken")
+
+
+def test_few_shot_picks_the_most_similar_examples_last() -> None:
+    selector = FewShotSelector(load_examples("agent"))
+    picked = selector.select("please delete old.txt from the workspace", k=2)
+    assert len(picked) == 2 and picked[-1]["action"]["tool"] == "delete_file"
+    maths = selector.select("what is 3 * 4 + 1?", k=1)
+    assert maths[0]["action"]["tool"] == "calculator"
+    only_final = selector.select("delete x", k=2, where=lambda e: e["action"]["tool"] == "final_answer")
+    assert {e["action"]["tool"] for e in only_final} == {"final_answer"}
+    assert FewShotSelector([]).select("x") == []
