@@ -74,7 +74,7 @@ def test_secrets_are_found(text: str, kind: str) -> None:
 
 def test_pii_needs_a_valid_card_number() -> None:
     assert [f.kind for f in find_pii("card 4111 1111 1111 1111")] == ["card_number"]
-    assert find_pii("order 4111 1111 1111 1112") == []
+    assert "card_number" not in {f.kind for f in find_pii("order 4111 1111 1111 1112")}
     assert {f.kind for f in find_pii("mail bob@example.com, ssn 123-45-6789")} == {"email", "us_ssn"}
 
 
