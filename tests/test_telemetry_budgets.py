@@ -20,9 +20,7 @@ PRICE = {"provider": "fake", "input_price_per_mtok": 1.0, "output_price_per_mtok
 
 
 def _request(user: str = "alice", **metadata: str) -> ChatRequest:
-    return ChatRequest(
-        messages=[Message(role="user", content="how many?")], metadata={"user_id": user, **metadata}
-    )
+    return ChatRequest(messages=[Message(role="user", content="how many?")], metadata={"user_id": user, **metadata})
 
 
 def _call_cost() -> float:
@@ -104,9 +102,7 @@ def test_fifty_concurrent_requests_against_a_budget_for_ten_redis():
         usage = budgets.usage({"user_id": user})[0]
         assert usage["spent_usd"] == pytest.approx(10 * cost) and usage["reserved_usd"] == 0
         assert refused[0].budget == f"user:{user} per hour" and refused[0].resets_at.endswith(":00:00Z")
-        ttl = counters.client.ttl(
-            counters.prefix + budgets.checks({"user_id": user}, datetime.now(UTC))[0].key
-        )
+        ttl = counters.client.ttl(counters.prefix + budgets.checks({"user_id": user}, datetime.now(UTC))[0].key)
         assert 86400 < ttl <= 86400 + 3600  # the counter expires a day after its window ends
     finally:
         for key in counters.client.scan_iter(counters.prefix + "*"):
@@ -205,3 +201,28 @@ def test_sqlite_counters_are_shared_across_instances_on_one_file(tmp_path):
     a.settle(r, 0.5e-6)
     b.settle(b.reserve(model="m", max_cost_usd=1e-6, metadata={"user_id": "u"}), 1e-6)
     assert b.counters.used(b.checks({"user_id": "u"}, datetime.now(UTC))[0].key) == (int(1.5e-6 * NANO), 0)
+
+
+def test_an_unreachable_redis_refuses_the_call_with_a_typed_error():
+    from keel.errors import ConfigError, RunError
+
+    app = _app({"backend": "redis", "redis_url": "redis://127.0.0.1:1/0", "user_usd": 1.0})
+    with pytest.raises(RunError, match="budget store at redis://127.0.0.1:1/0 cannot be reached") as info:
+        app.gateway.chat(_request())
+    assert "start Redis" in info.value.hint
+    assert app.providers["m"].requests == []  # fail closed: the model was never called
+    with pytest.raises(ConfigError, match="not a Redis URL"):
+        _ = _app({"backend": "redis", "redis_url": "http://nope", "user_usd": 1.0}).budget
+
+
+@pytest.mark.scale
+def test_the_redis_backend_from_settings():
+    user = f"u-{uuid.uuid4().hex[:8]}"
+    app = _app({"backend": "redis", "limits": [{"scope": "user", "usd": 2 * _call_cost(), "per": "minute"}]})
+    assert isinstance(app.budget.counters, RedisCounters)
+    app.gateway.chat(_request(user))
+    app.gateway.chat(_request(user))
+    with pytest.raises(BudgetExceeded, match=f"user:{user} per minute"):
+        app.gateway.chat(_request(user))
+    for key in app.budget.counters.client.scan_iter(f"keel:budget:user:{user}:*"):
+        app.budget.counters.client.delete(key)

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from ..config import BudgetLimit, Settings
-from ..errors import BudgetExceeded, ConfigError, MissingDependency
+from ..errors import BudgetExceeded, ConfigError, MissingDependency, RunError
 from ..models.gateway import BudgetHook, NoBudget
 
 __all__ = ["Budgets", "RedisCounters", "Reservation", "SQLiteCounters", "build_budgets", "window"]
@@ -251,30 +251,50 @@ return 0
 
 
 class RedisCounters:
-    """Counters in Redis hashes; a Lua script makes check-and-reserve atomic for all replicas."""
+    """Counters in Redis hashes; a Lua script makes check-and-reserve atomic for all replicas.
+
+    An unreachable Redis fails closed: the call is refused (RunError), never made unbudgeted.
+    """
 
     def __init__(self, url: str, *, prefix: str = "") -> None:
         try:
             import redis
         except ModuleNotFoundError:
             raise MissingDependency("the Redis client", "scale") from None
-        self.client = redis.Redis.from_url(url, socket_timeout=5)
+        try:
+            self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
+        except ValueError as exc:
+            raise ConfigError(
+                f"budgets.redis_url {url!r} is not a Redis URL: {exc}", hint="use e.g. redis://127.0.0.1:6379/0"
+            ) from None
+        self.url = url
         self.prefix = prefix
+        self._errors = redis.RedisError
         self._reserve = self.client.register_script(_RESERVE_LUA)
         self._settle = self.client.register_script(_SETTLE_LUA)
+
+    def _run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        try:
+            return fn(**kwargs)
+        except self._errors as exc:
+            raise RunError(
+                f"the budget store at {self.url} cannot be reached: {exc}",
+                hint="start Redis or fix budgets.redis_url; calls are refused until then",
+            ) from None
 
     def reserve(self, checks: tuple[Check, ...], amount: int, now: datetime) -> Check | None:
         args: list[int] = [amount]
         for check in checks:
             args += [check.limit, check.ttl_s(now)]
-        refused = int(self._reserve(keys=[self.prefix + c.key for c in checks], args=args))
+        refused = int(self._run(self._reserve, keys=[self.prefix + c.key for c in checks], args=args))
         return checks[refused - 1] if refused else None
 
     def settle(self, reservation: Reservation, actual: int) -> None:
-        self._settle(keys=[self.prefix + c.key for c in reservation.checks], args=[reservation.amount, actual])
+        keys = [self.prefix + c.key for c in reservation.checks]
+        self._run(self._settle, keys=keys, args=[reservation.amount, actual])
 
     def used(self, key: str) -> tuple[int, int]:
-        spent, reserved = self.client.hmget(self.prefix + key, "spent", "reserved")
+        spent, reserved = self._run(self.client.hmget, name=self.prefix + key, keys=["spent", "reserved"])
         return int(spent or 0), int(reserved or 0)
 
 
