@@ -45,3 +45,22 @@ def test_a_bad_database_url_is_a_config_error(url, hint):
     with pytest.raises(ConfigError) as info:
         open_engine(url)
     assert hint in str(info.value)
+
+
+def test_the_documented_keel_yaml_example_loads():
+    import textwrap
+
+    import yaml
+
+    import keel.telemetry
+    from keel.config import load_settings
+
+    example = textwrap.dedent(keel.telemetry.__doc__.split("every key optional)::")[1])
+    settings = load_settings(**yaml.safe_load(example))
+    assert [r.name for r in settings.telemetry.alerts] == ["spend", "errors"]
+    assert (settings.telemetry.audit.store_text, settings.telemetry.sample_ratio) == (False, 0.2)
+    assert [(b.scope, b.usd, b.per) for b in settings.budgets.all_limits()] == [
+        ("user", 5.0, "day"),
+        ("global", 200.0, "month"),
+        ("request", 0.5, None),
+    ]

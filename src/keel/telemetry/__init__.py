@@ -9,6 +9,25 @@
 
 Names are imported on first use, so ``keel.models.gateway`` can import the span
 helpers without loading the database layer.
+
+In keel.yaml (every key optional)::
+
+    telemetry:
+      database_url: postgresql+psycopg://keel@db/keel   # default: SQLite at <home>/telemetry.sqlite3
+      otlp_endpoint: http://127.0.0.1:6006/v1/traces     # Phoenix, Langfuse, any OTLP/HTTP collector
+      capture_content: false                            # spans keep tokens and costs, not text
+      sample_ratio: 0.2                                 # costs, metrics, budgets, audit see every call
+      audit: {retention_days: 365, store_text: false}
+      webhook_url: https://hooks.example/keel
+      alerts:
+        - {name: spend, metric: cost_usd, threshold: 10, window_s: 3600}
+        - {name: errors, metric: error_rate, threshold: 0.05, window_s: 300}
+    budgets:
+      backend: redis                                    # default sqlite (<home>/budgets.sqlite3)
+      request_usd: 0.50
+      limits:
+        - {scope: user, usd: 5, per: day}
+        - {scope: global, usd: 200, per: month}
 """
 
 from __future__ import annotations
