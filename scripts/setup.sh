@@ -25,5 +25,12 @@ fi
 # 3. keel itself, editable, with the scale-mode engines' clients and the test tools.
 "$VENV/bin/pip" install --quiet -e ".[local,scale,dev]"
 
+# 4. (knowledge base benchmarks only; tests need none of it) real PDFs and Markdown from Debian's
+#    doc packages: the Bash Reference Manual (bash-doc) and pip's Markdown topics (python3-pip).
+if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/share/doc/bash/bashref.pdf ]; then
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bash-doc python3-pip; } >/dev/null 2>&1 \
+    || echo "setup: bash-doc not installed; bench/bench_ingest.py will use a generated PDF" >&2
+fi
+
 "$VENV/bin/keel" --help >/dev/null
 echo "setup: done. Try: $VENV/bin/keel models"

@@ -85,8 +85,9 @@ class KnowledgeBase:
         name = self._name(kb)
         roots = [Path(p).expanduser() for p in paths]
         total = sum(1 for r in roots for _ in (iter_files(r) if r.exists() else [r]))
-        items = load_paths(roots, int(self.settings.max_file_mb * 1e6))
-        return self._ingestor(name).run(items, total, progress)
+        ingestor = self._ingestor(name)
+        items = load_paths(roots, int(self.settings.max_file_mb * 1e6), ingestor.is_current)
+        return ingestor.run(items, total, progress)
 
     def ingest_documents(self, docs: Iterable[Document | FileError], *, kb: str | None = None,
                          total: int = 0, progress: Progress | None = None) -> IngestReport:

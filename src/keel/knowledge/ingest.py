@@ -28,10 +28,10 @@ from ..errors import InputError
 from .catalog import Catalog
 from .chunking import Chunk, chunk_document
 from .embedders import Embedder
-from .loaders import Document, iter_files, load_file
+from .loaders import SUFFIXES, Document, file_identity, iter_files, load_file
 from .vectors import VectorStore
 
-__all__ = ["FileError", "IngestReport", "Ingestor", "load_paths"]
+__all__ = ["FileError", "IngestReport", "Ingestor", "Unchanged", "load_paths"]
 
 #: called after each file: (files done, files in total, what was just done)
 Progress = Callable[[int, int, str], None]
@@ -63,17 +63,34 @@ class IngestReport:
         return {**asdict(self), "seconds": round(self.seconds, 3), "ok": self.ok}
 
 
-def load_paths(paths: Iterable[Path], max_bytes: int) -> Iterator[Document | FileError]:
-    """Each file under ``paths`` as a Document, or a FileError saying why it was skipped."""
+@dataclass
+class Unchanged:
+    """A file whose bytes are already stored: not even parsed again."""
+
+    path: str
+
+
+Item = Document | FileError | Unchanged
+
+
+def load_paths(paths: Iterable[Path], max_bytes: int,
+               is_current: Callable[[str, str], bool] | None = None) -> Iterator[Item]:
+    """Each file under ``paths`` as a Document, Unchanged, or a FileError saying why it was skipped."""
     for root in paths:
         if not root.exists():
             yield FileError(str(root), "no such file or folder", "check the path")
             continue
         for path in iter_files(root):
             try:
+                if is_current and path.suffix.lower() in SUFFIXES and path.stat().st_size <= max_bytes \
+                        and is_current(*file_identity(path)):
+                    yield Unchanged(str(path))
+                    continue
                 yield load_file(path, max_bytes=max_bytes)
             except InputError as exc:
                 yield FileError(str(path), exc.message, exc.hint)
+            except OSError as exc:
+                yield FileError(str(path), f"{path}: cannot read: {exc.strerror}", "check its permissions")
 
 
 class Ingestor:
@@ -91,7 +108,11 @@ class Ingestor:
             self.catalog.clear_pending(self.kb, doc_id)
         return len(pending)
 
-    def run(self, items: Iterable[Document | FileError], total: int, progress: Progress | None = None,
+    def is_current(self, doc_id: str, content_hash: str) -> bool:
+        """Whether the catalog holds exactly this content, processed the way it would be now."""
+        return self.catalog.content_hash(self.kb, doc_id) == self._version(content_hash)
+
+    def run(self, items: Iterable[Item], total: int, progress: Progress | None = None,
             report: IngestReport | None = None) -> IngestReport:
         report = report or IngestReport(self.kb)
         start = time.perf_counter()
@@ -100,6 +121,9 @@ class Ingestor:
             if isinstance(item, FileError):
                 report.failed.append(item)
                 label = f"failed {Path(item.path).name}"
+            elif isinstance(item, Unchanged):
+                report.unchanged += 1
+                label = f"unchanged {Path(item.path).name}"
             else:
                 label = self._one(item, report)
             if progress:
@@ -108,7 +132,7 @@ class Ingestor:
         return report
 
     def _one(self, doc: Document, report: IngestReport) -> str:
-        version = self._version(doc)
+        version = self._version(doc.content_hash)
         if self.catalog.content_hash(self.kb, doc.doc_id) == version:
             report.unchanged += 1
             return f"unchanged {doc.title}"
@@ -127,9 +151,9 @@ class Ingestor:
         report.chunks += len(chunks)
         return f"{len(chunks)} chunks from {doc.title}"
 
-    def _version(self, doc: Document) -> str:
+    def _version(self, content_hash: str) -> str:
         """Content plus how it was processed: a new model or chunk size re-ingests, nothing else does."""
-        key = f"{doc.content_hash}\0{self.embedder.name}\0{self.size}\0{self.overlap}\0{doc.title}"
+        key = f"{content_hash}\0{self.embedder.name}\0{self.size}\0{self.overlap}"
         return hashlib.sha256(key.encode()).hexdigest()
 
     @staticmethod

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from ..errors import InputError
 
-__all__ = ["SUFFIXES", "Block", "Document", "iter_files", "load_file", "text_document"]
+__all__ = ["SUFFIXES", "Block", "Document", "doc_id_for", "file_identity", "iter_files", "load_file", "text_document"]
 
 SUFFIXES = {".pdf": "pdf", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html",
             ".txt": "text", ".text": "text", ".rst": "text"}
@@ -46,7 +46,16 @@ class Document:
     @property
     def doc_id(self) -> str:
         """Stable per source: the same file ingested again replaces itself."""
-        return hashlib.sha256(self.uri.encode()).hexdigest()[:16]
+        return doc_id_for(self.uri)
+
+
+def doc_id_for(uri: str) -> str:
+    return hashlib.sha256(uri.encode()).hexdigest()[:16]
+
+
+def file_identity(path: Path) -> tuple[str, str]:
+    """(doc id, sha256 of the bytes): enough to tell an unchanged file without parsing it."""
+    return doc_id_for(str(path.resolve())), hashlib.sha256(path.read_bytes()).hexdigest()
 
 
 def iter_files(path: Path) -> Iterator[Path]:

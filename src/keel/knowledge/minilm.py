@@ -18,6 +18,7 @@ import ctypes
 import functools
 import importlib.util
 import json
+import math
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -144,17 +145,17 @@ class MiniLM:
         return len(self.tokenizer.encode(text, add_special_tokens=False).ids)
 
     @staticmethod
-    def windows(ids: list[int], size: int = MAX_TOKENS - 2, stride: int = 192) -> list[list[int]]:
-        """Overlapping windows that together cover every token of ``ids``."""
+    def windows(ids: list[int], size: int = MAX_TOKENS - 2) -> list[list[int]]:
+        """As few windows as cover every token of ``ids``, spread evenly (they overlap by the slack).
+
+        A 500-token chunk becomes two 254-token windows overlapping by 8: the
+        whole text is read for 2% more work, where a fixed stride would cost 25%.
+        """
         if len(ids) <= size:
             return [ids]
-        out = []
-        start = 0
-        while True:
-            out.append(ids[start:start + size])
-            if start + size >= len(ids):
-                return out
-            start += stride
+        n = math.ceil(len(ids) / size)
+        starts = [round(i * (len(ids) - size) / (n - 1)) for i in range(n)]
+        return [ids[s:s + size] for s in starts]
 
     # -- vectors ------------------------------------------------------------------------
 
