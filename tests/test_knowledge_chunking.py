@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 
 import pytest
 
@@ -71,12 +72,18 @@ def test_ids_are_stable_and_depend_on_content_and_position() -> None:
     assert changed[-1].id != a[-1].id
 
 
+@pytest.fixture(scope="module")
+def minilm_count() -> Callable[[str], int]:
+    from keel.knowledge.minilm import MiniLM
+
+    return MiniLM().count_tokens
+
+
 @pytest.mark.parametrize("size,overlap", [(500, 50), (200, 20), (64, 0)])
-def test_real_tokenizer_budget(size: int, overlap: int) -> None:
+def test_real_tokenizer_budget(size: int, overlap: int, minilm_count: Callable[[str], int]) -> None:
     from keel.knowledge.demo import demo_documents
 
-    from_minilm = __import__("keel.knowledge.minilm", fromlist=["MiniLM"]).MiniLM().count_tokens
     d = next(x for x in demo_documents() if x.uri == "pydoc:typesseq")
-    chunks = chunk_document(d, size=size, overlap=overlap, count=from_minilm)
-    assert all(from_minilm(c.text) <= size + 2 for c in chunks)  # +2: joining spaces may merge a piece
+    chunks = chunk_document(d, size=size, overlap=overlap, count=minilm_count)
+    assert all(minilm_count(c.text) <= size + 2 for c in chunks)  # +2: joining spaces may merge a piece
     assert max(c.tokens for c in chunks) > size * 0.6  # chunks are filled, not one sentence each

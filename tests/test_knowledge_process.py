@@ -136,3 +136,52 @@ def test_kill_9_during_ingest_then_next_run_completes(tmp_path: Path) -> None:
     hit = kb.search("item7 v2 details", k=1, mode="keyword")[0]
     assert hit.title == "Document 7" and "v2" in hit.text
     kb.close()
+
+
+def _free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@pytest.mark.timeout(120)
+def test_server_mode_lets_two_processes_share_the_store(tmp_path: Path) -> None:
+    import shutil
+
+    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent))
+    assert chroma, "chromadb's `chroma` command is installed with keel"
+    port = _free_port()
+    server = subprocess.Popen([chroma, "run", "--path", str(tmp_path / "chroma"), "--host", "127.0.0.1",
+                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                              env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
+    try:
+        import httpx
+
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.2)
+        settings = KnowledgeSettings(store="server", server_host="127.0.0.1", server_port=port,
+                                     chunk_tokens=60, chunk_overlap=10)
+        _write_docs(tmp_path / "docs", 3)
+        writer = KnowledgeBase(settings, tmp_path / "home", embedder=HashEmbedder())
+        # a second keel process on the same data dir: no StoreLocked in server mode
+        reader_script = _HOLD.replace("KnowledgeSettings()", f"KnowledgeSettings(store='server', "
+                                      f"server_host='127.0.0.1', server_port={port})")
+        other = subprocess.run([sys.executable, "-c", reader_script.replace("time.sleep(60)", ""),
+                                str(tmp_path / "home")], capture_output=True, text=True, env=_env(), timeout=60)
+        assert other.returncode == 0 and other.stdout.strip() == "holding", other.stderr[-500:]
+        assert writer.ingest([tmp_path / "docs"]).documents == 3
+        reader = KnowledgeBase(settings, tmp_path / "home", embedder=HashEmbedder())
+        hit = reader.search("item2 details", k=1)[0]
+        assert hit.title == "Document 2" and hit.metadata["vector_rank"] >= 1
+        reader.close()
+        writer.close()
+    finally:
+        server.terminate()
+        server.wait(timeout=10)

@@ -145,7 +145,8 @@ def _register_search(app: typer.Typer) -> None:
             return
         for n, h in enumerate(hits, 1):
             where = f"{h.uri}" + (f" p.{h.page}" if h.page else "")
-            console.print(f"[bold]{n}. {h.title}[/]  [dim]{where}  score {h.score:.3f}[/]", highlight=False, soft_wrap=True)
+            console.print(f"[bold]{n}. {h.title}[/]  [dim]{where}  score {h.score:.3f}[/]",
+                          highlight=False, soft_wrap=True)
             text = " ".join(h.text.split())
             console.print(f"   {text[:300]}{'…' if len(text) > 300 else ''}", highlight=False, soft_wrap=True)
 

@@ -18,7 +18,7 @@ from ..errors import InputError
 from .catalog import Catalog, DocRow
 from .embedders import CachedEmbedder, Embedder, LocalEmbedder, ProviderEmbedder
 from .fusion import dedupe_windows, rrf
-from .ingest import FileError, IngestReport, Ingestor, Progress, load_paths
+from .ingest import FileError, Ingestor, IngestReport, Progress, load_paths
 from .loaders import Document, iter_files
 from .types import SearchHit
 from .vectors import StoreLock, VectorStore, collection_name

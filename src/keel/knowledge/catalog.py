@@ -51,9 +51,12 @@ CREATE TABLE IF NOT EXISTS pending (kb TEXT NOT NULL, doc_id TEXT NOT NULL, star
 """
 
 # Words too common to rank by; keeping them makes every chunk match and BM25 slow at scale.
-_STOPWORDS = frozenset("""a an and are as at be by can do does for from has have how i if in into is it its
-of on or so than that the their then there these this to was what when where which who why will with
-you your""".split())
+_STOPWORDS = frozenset([
+    "a", "an", "and", "are", "as", "at", "be", "by", "can", "do", "does", "for", "from", "has", "have", "how",
+    "i", "if", "in", "into", "is", "it", "its", "of", "on", "or", "so", "than", "that", "the", "their", "then",
+    "there", "these", "this", "to", "was", "what", "when", "where", "which", "who", "why", "will", "with",
+    "you", "your",
+])
 _WORD = re.compile(r"\w+", re.UNICODE)
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
