@@ -14,6 +14,7 @@ off they cost one method call.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
@@ -83,6 +84,7 @@ _CONTENT_PREFIXES = (f"{SA.LLM_INPUT_MESSAGES}.", f"{SA.LLM_OUTPUT_MESSAGES}.")
 _CONTENT_SUFFIXES = (f".{DocumentAttributes.DOCUMENT_CONTENT}",)
 
 
+@functools.lru_cache(maxsize=8192)  # attribute names repeat: one check per distinct name
 def is_content(key: str) -> bool:
     """Whether an attribute holds message text (prompt, answer, document, tool arguments)."""
     return key in CONTENT_KEYS or key.startswith(_CONTENT_PREFIXES) or key.endswith(_CONTENT_SUFFIXES)
