@@ -226,3 +226,24 @@ def test_the_redis_backend_from_settings():
         app.gateway.chat(_request(user))
     for key in app.budget.counters.client.scan_iter(f"keel:budget:user:{user}:*"):
         app.budget.counters.client.delete(key)
+
+
+def test_cli_shows_what_is_left(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from keel.cli import app as cli
+
+    (tmp_path / "keel.yaml").write_text(
+        "budgets:\n  limits:\n    - {scope: user, usd: 2.5, per: day}\n    - {scope: global, usd: 100}\n"
+    )
+    runner = CliRunner()
+    rows = json.loads(runner.invoke(cli, ["budgets", "--user", "ann", "--json"]).stdout)
+    assert [(r["budget"], r["limit_usd"], r["spent_usd"], r["left_usd"]) for r in rows] == [
+        ("user:ann per day", 2.5, 0.0, 2.5),
+        ("global:all", 100.0, 0.0, 100.0),
+    ]
+    assert "user:ann per day" in runner.invoke(cli, ["budgets", "--user", "ann"]).stdout
+    (tmp_path / "keel.yaml").write_text("budgets: {}\n")
+    assert "no budgets configured" in runner.invoke(cli, ["budgets"]).stdout

@@ -235,9 +235,7 @@ def test_cli_lists_and_shows_traces():
     trace_id = _ask(app)
     runner = CliRunner()
     listed = json.loads(runner.invoke(cli, ["traces", "list", "--json"]).stdout)
-    assert [(t["trace_id"], t["name"], t["spans"], t["status"]) for t in listed] == [
-        (trace_id, "keel.ask", 5, "ok")
-    ]
+    assert [(t["trace_id"], t["name"], t["spans"], t["status"]) for t in listed] == [(trace_id, "keel.ask", 5, "ok")]
     assert (
         listed[0]["cost_usd"] == pytest.approx(app.telemetry.costs.total(trace_id=trace_id))
         and listed[0]["cost_usd"] > 0
@@ -254,6 +252,8 @@ def test_cli_lists_and_shows_traces():
     ]
     missing = runner.invoke(cli, ["traces", "show", "nope"])
     assert missing.exit_code != 0
+    plain = runner.invoke(cli, ["traces"])  # no subcommand: the list
+    assert plain.exit_code == 0 and trace_id in plain.stdout and "5 spans" in plain.stdout
 
 
 class _Collector(BaseHTTPRequestHandler):

@@ -135,6 +135,36 @@ def _register_costs(app: typer.Typer) -> None:
         console.print(f"total ${sum(r['cost_usd'] for r in rows):.6f}")
 
 
+def _register_budgets(app: typer.Typer) -> None:
+    @app.command()
+    def budgets(
+        user: Annotated[str | None, typer.Option("--user")] = None,
+        session: Annotated[str | None, typer.Option("--session")] = None,
+        tenant: Annotated[str | None, typer.Option("--tenant")] = None,
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """What is left of each budget that applies (all traffic, plus the given user/session/tenant)."""
+        hook = make_app(config).budget
+        if not hasattr(hook, "usage"):
+            if as_json:
+                print_json([])
+            else:
+                console.print("no budgets configured (add budgets: to keel.yaml)")
+            return
+        ids = {"user_id": user, "session_id": session, "tenant_id": tenant}
+        rows = hook.usage({k: v for k, v in ids.items() if v})
+        if as_json:
+            print_json(rows)
+            return
+        for r in rows:
+            resets = f", resets {r['resets_at']}" if r["resets_at"] else ""
+            console.print(
+                f"{r['budget']:<32} ${r['spent_usd']:.6f} spent + ${r['reserved_usd']:.6f} reserved "
+                f"of ${r['limit_usd']:.6f}, ${r['left_usd']:.6f} left{resets}"
+            )
+
+
 def _register_feedback(app: typer.Typer) -> None:
     @app.command()
     def feedback(
@@ -264,6 +294,7 @@ def _register_audit(app: typer.Typer) -> None:
 def register(app: typer.Typer) -> None:
     _register_traces(app)
     _register_costs(app)
+    _register_budgets(app)
     _register_feedback(app)
     _register_curation(app)
     _register_audit(app)
