@@ -241,3 +241,34 @@ def test_the_same_ledger_on_postgresql():
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+def _append_many(url: str, tag: str, n: int, go) -> None:  # type: ignore[no-untyped-def]
+    ledger = AuditLedger(open_engine(url))
+    go.wait(30)  # both processes start appending at the same moment
+    for i in range(n):
+        ledger.append("tool_call", {"writer": tag, "i": i})
+
+
+def test_two_processes_appending_at_once_keep_one_chain(url):
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
+    go = ctx.Event()
+    open_engine(url)  # migrate once here, before the writers open it
+    workers = [ctx.Process(target=_append_many, args=(url, tag, 150, go)) for tag in ("a", "b")]
+    for w in workers:
+        w.start()
+    go.set()
+    for w in workers:
+        w.join(60)
+    assert [w.exitcode for w in workers] == [0, 0]
+    ledger = AuditLedger(open_engine(url))
+    records = list(ledger.records())
+    result = verify_records(records)
+    assert (result.ok, result.checked) == (True, 300)
+    assert sorted((r.data["writer"], r.data["i"]) for r in records) == [
+        (tag, i) for tag in ("a", "b") for i in range(150)
+    ]
+    writers = [r.data["writer"] for r in records]
+    assert sum(a != b for a, b in zip(writers, writers[1:], strict=False)) > 1  # they did interleave
