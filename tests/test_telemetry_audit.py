@@ -245,7 +245,7 @@ def test_the_same_ledger_on_postgresql():
 
 def _append_many(url: str, tag: str, n: int, go) -> None:  # type: ignore[no-untyped-def]
     ledger = AuditLedger(open_engine(url))
-    go.wait(30)  # both processes start appending at the same moment
+    go.wait(60)  # both processes start appending at the same moment
     for i in range(n):
         ledger.append("tool_call", {"writer": tag, "i": i})
 
@@ -254,12 +254,11 @@ def test_two_processes_appending_at_once_keep_one_chain(url):
     import multiprocessing
 
     ctx = multiprocessing.get_context("spawn")
-    go = ctx.Event()
+    go = ctx.Barrier(2)
     open_engine(url)  # migrate once here, before the writers open it
     workers = [ctx.Process(target=_append_many, args=(url, tag, 150, go)) for tag in ("a", "b")]
     for w in workers:
         w.start()
-    go.set()
     for w in workers:
         w.join(60)
     assert [w.exitcode for w in workers] == [0, 0]
