@@ -29,9 +29,16 @@ __all__ = ["GraphRuntime"]
 
 
 class GraphRuntime:
-    def __init__(self, deps: GraphDeps, checkpointer: Any) -> None:
+    def __init__(self, deps: GraphDeps, checkpointer: Any, *, durability: str = "exit") -> None:
         self.deps = deps
         self.graph = build_graph(deps).compile(checkpointer=checkpointer)
+        #: when LangGraph writes checkpoints: "exit" (when the run ends, pauses or fails: the cheapest,
+        #: and enough to resume an approval), "async" or "sync" (after every step)
+        self.durability = durability
+
+    @property
+    def default_kb(self) -> str:
+        return str(getattr(self.deps.settings.knowledge, "default_kb", "default"))
 
     def _config(self, thread_id: str) -> dict[str, Any]:
         return {"configurable": {"thread_id": thread_id}, "recursion_limit": self.deps.settings.limits.recursion_limit}
@@ -52,7 +59,7 @@ class GraphRuntime:
         if session and self._pending_interrupt(session):
             raise InputError(f"session {session!r} is waiting for an approval",
                              hint="decide it first: keel approvals list, then approve ID or reject ID")
-        inputs = fresh_request(request_id=request_id, thread_id=thread_id, question=question, kb=kb or "default",
+        inputs = fresh_request(request_id=request_id, thread_id=thread_id, question=question, kb=kb or self.default_kb,
                                kb_named=kb is not None, session_id=session or "", user_id=user or "",
                                clock_start=time.time(), schema=schema)
         with span(self.deps.tracer, "keel.ask", KIND.CHAIN, **{
@@ -85,7 +92,7 @@ class GraphRuntime:
         config = self._config(thread_id)
         error: KeelError | None = None
         try:
-            self.graph.invoke(inputs, config)
+            self.graph.invoke(inputs, config, durability=self.durability)  # type: ignore[arg-type]
         except (LimitExceeded, BudgetExceeded) as exc:
             error = exc
         except GraphRecursionError:
