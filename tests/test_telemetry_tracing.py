@@ -131,7 +131,7 @@ def test_one_ask_has_both_vocabularies_on_the_right_spans():
         "openinference.span.kind": "LLM",
         "llm.model_name": "scripted",
         "llm.provider": "fake",
-        "llm.invocation_parameters": '{"temperature": 0.0}',
+        "llm.invocation_parameters": '{"temperature":0.0}',
         "llm.token_count.prompt": i,
         "llm.token_count.completion": o,
         "llm.token_count.total": i + o,
@@ -161,11 +161,11 @@ def test_one_ask_has_both_vocabularies_on_the_right_spans():
         "retrieval.documents.0.document.id": "doc1#0",
         "retrieval.documents.0.document.score": 0.71,
         "retrieval.documents.0.document.content": "The answer is 42.",
-        "retrieval.documents.0.document.metadata": '{"title": "Guide", "uri": "file:///guide.md", "page": 3}',
+        "retrieval.documents.0.document.metadata": '{"title":"Guide","uri":"file:///guide.md","page":3}',
         "retrieval.documents.1.document.id": "doc2#1",
         "retrieval.documents.1.document.score": 0.4,
         "retrieval.documents.1.document.content": "Ask twice.",
-        "retrieval.documents.1.document.metadata": '{"title": "FAQ", "uri": "file:///faq.md"}',
+        "retrieval.documents.1.document.metadata": '{"title":"FAQ","uri":"file:///faq.md"}',
     }
     assert spans["keel.ask"]["attrs"]["session.id"] == "sess-1"
     assert spans["tool calculator"]["attrs"]["tool.name"] == "calculator"

@@ -58,9 +58,11 @@ class BatchWriter:
         for _ in range(min(len(self._queue), self.batch * 8)):
             table, row = self._queue.popleft()
             try:
-                grouped.setdefault(table, []).append(row() if callable(row) else row)
+                built = row() if callable(row) else row
             except Exception:  # one malformed span must not lose the batch
                 log.exception("telemetry: dropped a row that could not be built")
+                continue
+            grouped.setdefault(table, []).append(built)
         return grouped
 
     def _write(self, grouped: dict[sa.Table, list[dict[str, Any]]]) -> None:
@@ -85,8 +87,11 @@ def _run() -> None:
         _wake.wait(INTERVAL_S)
         _wake.clear()
         for writer in list(_live):
-            if writer._queue:
-                writer.flush()
+            try:
+                if writer._queue:
+                    writer.flush()
+            except Exception:  # the thread serves every writer: it must outlive any one failure
+                log.exception("telemetry: the background writer failed; it will retry")
 
 
 def _ensure_thread() -> None:

@@ -7,7 +7,6 @@ spend, by call, request, session, user, tenant, model or day".
 
 from __future__ import annotations
 
-import json
 import time
 from datetime import UTC, datetime
 from typing import Any, Literal
@@ -20,6 +19,7 @@ from sqlalchemy.engine import Engine
 from ..errors import InputError
 from ..models.gateway import CallRecord
 from . import _schema as t
+from ._json import dumps
 from ._writer import BatchWriter
 
 __all__ = ["GROUPINGS", "CostStore", "parse_since"]
@@ -77,7 +77,7 @@ def call_row(record: CallRecord, ctx: SpanContext, ts: float) -> dict[str, Any]:
         "user_id": md.get("user_id"),
         "tenant_id": md.get("tenant_id"),
         "route": md.get("route"),
-        "meta": json.dumps(md),
+        "meta": dumps(md),
     }
 
 

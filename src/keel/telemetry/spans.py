@@ -15,7 +15,6 @@ off they cost one method call.
 from __future__ import annotations
 
 import functools
-import json
 from collections.abc import Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
@@ -28,6 +27,8 @@ from openinference.semconv.trace import (
 )
 from opentelemetry import trace
 from opentelemetry.trace import Span
+
+from ._json import dumps
 
 if TYPE_CHECKING:
     from ..models.base import ChatRequest, ChatResponse
@@ -169,7 +170,7 @@ def _set_request(
         SA.OPENINFERENCE_SPAN_KIND: OpenInferenceSpanKindValues.LLM.value,
         SA.LLM_MODEL_NAME: remote_model or model,
         SA.LLM_PROVIDER: provider,
-        SA.LLM_INVOCATION_PARAMETERS: json.dumps({k: v for k, v in params.items() if v is not None}),
+        SA.LLM_INVOCATION_PARAMETERS: dumps({k: v for k, v in params.items() if v is not None}),
         "keel.model": model,
         "keel.attempt": attempt,
     }
@@ -180,7 +181,7 @@ def _set_request(
             attrs[attr] = str(request.metadata[key])
     if _state["capture"]:
         _messages(attrs, [(m.role, m.content) for m in request.messages], SA.LLM_INPUT_MESSAGES)
-        attrs["gen_ai.input.messages"] = json.dumps(
+        attrs["gen_ai.input.messages"] = dumps(
             [{"role": m.role, "parts": [{"type": "text", "content": m.content}]} for m in request.messages]
         )
     span.set_attributes(attrs)  # one call: the SDK takes its lock and checks limits once
@@ -215,7 +216,7 @@ def set_model_response(span: Span, response: ChatResponse, pricer: Pricer | None
     }
     if _state["capture"]:
         _messages(attrs, [("assistant", response.text)], SA.LLM_OUTPUT_MESSAGES)
-        attrs["gen_ai.output.messages"] = json.dumps(
+        attrs["gen_ai.output.messages"] = dumps(
             [
                 {
                     "role": "assistant",
@@ -242,7 +243,7 @@ def set_retrieval_documents(span: Span, hits: Iterable[Any], query: str | None =
         span.set_attribute(f"{prefix}.{i}.{DocumentAttributes.DOCUMENT_SCORE}", float(get("score") or 0.0))
         meta = {k: get(k) for k in ("title", "uri", "page") if get(k) is not None}
         if meta:
-            span.set_attribute(f"{prefix}.{i}.{DocumentAttributes.DOCUMENT_METADATA}", json.dumps(meta))
+            span.set_attribute(f"{prefix}.{i}.{DocumentAttributes.DOCUMENT_METADATA}", dumps(meta))
         if _state["capture"] and get("text") is not None:
             span.set_attribute(f"{prefix}.{i}.{DocumentAttributes.DOCUMENT_CONTENT}", str(get("text")))
 
@@ -257,7 +258,7 @@ def set_prompt(
     if template is not None and _state["capture"]:
         span.set_attribute(SA.LLM_PROMPT_TEMPLATE, template)
     if variables is not None and _state["capture"]:
-        span.set_attribute(SA.LLM_PROMPT_TEMPLATE_VARIABLES, json.dumps(dict(variables), default=str))
+        span.set_attribute(SA.LLM_PROMPT_TEMPLATE_VARIABLES, dumps(dict(variables)))
 
 
 def set_tool_call(span: Span, name: str, arguments: Mapping[str, Any], result: Any = None) -> None:
@@ -273,9 +274,9 @@ def set_tool_call(span: Span, name: str, arguments: Mapping[str, Any], result: A
         }
     )
     if _state["capture"]:
-        span.set_attribute(SA.TOOL_PARAMETERS, json.dumps(dict(arguments), default=str))
+        span.set_attribute(SA.TOOL_PARAMETERS, dumps(dict(arguments)))
         if result is not None:
-            span.set_attribute(SA.OUTPUT_VALUE, result if isinstance(result, str) else json.dumps(result, default=str))
+            span.set_attribute(SA.OUTPUT_VALUE, result if isinstance(result, str) else dumps(result))
 
 
 def set_guardrail(span: Span, verdict: str, checks: Iterable[Mapping[str, Any]] = ()) -> None:
@@ -284,4 +285,4 @@ def set_guardrail(span: Span, verdict: str, checks: Iterable[Mapping[str, Any]] 
         return
     span.set_attribute(SA.OPENINFERENCE_SPAN_KIND, OpenInferenceSpanKindValues.GUARDRAIL.value)
     span.set_attribute("keel.guardrail.verdict", verdict)
-    span.set_attribute("keel.guardrail.checks", json.dumps(list(map(dict, checks)), default=str))
+    span.set_attribute("keel.guardrail.checks", dumps(list(map(dict, checks))))

@@ -20,6 +20,7 @@ from sqlalchemy.engine import Engine
 
 from ..errors import InputError
 from . import _schema as t
+from ._json import dumps
 from ._writer import BatchWriter
 from .spans import capture_content, is_content
 
@@ -84,10 +85,9 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
         "duration_ms": (end - start) / 1e6,
         "status": span.status.status_code.name.lower() if span.status.status_code != StatusCode.UNSET else "ok",
         "status_message": span.status.description,
-        "attributes": json.dumps(_attributes(span), default=list),
-        "events": json.dumps(
-            [{"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})} for e in span.events],
-            default=str,
+        "attributes": dumps(_attributes(span)),
+        "events": dumps(
+            [{"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})} for e in span.events]
         ),
     }
 
