@@ -64,3 +64,17 @@ def test_the_documented_keel_yaml_example_loads():
         ("global", 200.0, "month"),
         ("request", 0.5, None),
     ]
+
+
+def test_a_row_that_cannot_be_built_is_logged_and_the_rest_is_written(tmp_path, caplog):
+    from keel.telemetry._writer import BatchWriter
+
+    engine = open_engine(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    writer = BatchWriter(engine)
+    good = {"seq": 1, "ts": "t", "event": "e", "data": "{}", "prev_hash": "0", "hash": "h"}
+    writer.put(_schema.audit, lambda: 1 / 0)
+    writer.put(_schema.audit, good)
+    writer.flush()
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT event FROM keel_audit")).scalars().all() == ["e"]
+    assert "dropped a row that could not be built" in caplog.text
