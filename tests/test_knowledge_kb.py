@@ -153,7 +153,8 @@ def test_metadata_filters_apply_to_both_sides(kb: KnowledgeBase, tmp_path: Path)
 def test_keyword_index_is_rebuilt_from_the_chunks(kb: KnowledgeBase, tmp_path: Path) -> None:
     write_corpus(tmp_path / "docs")
     kb.ingest([tmp_path / "docs"])
-    kb.catalog._db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('delete-all')")
+    fts = kb.catalog._fts("default")
+    kb.catalog._db.execute(f"INSERT INTO {fts}({fts}) VALUES ('delete-all')")
     assert kb.search("plumber October", mode="keyword") == []
     kb.rebuild_keyword_index()
     assert kb.search("plumber October", mode="keyword")[0].title == "notes"
@@ -226,3 +227,27 @@ def test_app_ingest_and_search_with_the_real_model(tmp_path: Path) -> None:
     again = app.ingest([pdf])
     assert (again.documents, again.unchanged, again.embedded) == (0, 1, 0)
     app.knowledge.close()
+
+
+def test_keyword_query_leaves_out_words_common_in_the_kb(kb: KnowledgeBase, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.knowledge import catalog
+
+    monkeypatch.setattr(catalog, "PRUNE_FROM_CHUNKS", 10)  # a big knowledge base, in miniature
+    docs = tmp_path / "many"
+    docs.mkdir()
+    for i in range(40):  # "device" is in every document, "calibration" in one
+        extra = "Calibration needs the blue screwdriver." if i == 7 else "Nothing else to note."
+        (docs / f"d{i}.txt").write_text(f"Device manual part {i}. The device powers on. {extra}")
+    kb.ingest([docs])
+    fts = kb.catalog._fts("default")
+    assert fts is not None
+    assert kb.catalog._query_words("default", fts, "how to do device calibration with screwdriver") == [
+        "calibration", "screwdriver"]
+    # a word in no chunk cannot match: it does not take one of the two places
+    assert kb.catalog._query_words("default", fts, "device zyzzyva calibration") == ["calibration", "device"]
+    assert kb.catalog._query_words("default", fts, "device power") == ["device", "power"]  # two: all kept
+    monkeypatch.setattr(catalog, "PRUNE_FROM_CHUNKS", 5000)
+    assert kb.catalog._query_words("default", fts, "device power part") == ["device", "power", "part"]
+    hits = kb.search("device calibration screwdriver", k=1, mode="keyword")
+    assert hits[0].text.endswith("Calibration needs the blue screwdriver.")

@@ -6,10 +6,16 @@ only after its vectors are stored, so a crash at any point leaves no chunk
 without vectors. Vectors left over from an interrupted run are listed in
 ``pending`` and removed by the next run.
 
-The keyword index is an SQLite FTS5 table over the chunks (BM25 ranking,
-Porter stemming). It holds no data of its own: ``rebuild_keyword_index`` remakes it
-from the chunk rows, and :meth:`KnowledgeBase.rebuild_catalog` remakes the chunk
-rows from the vector store.
+The keyword index is one SQLite FTS5 table per knowledge base over its chunk
+rows (BM25 ranking, Porter stemming), so a small knowledge base is not slowed
+by a big one beside it. It holds no text of its own: ``rebuild_keyword_index``
+remakes it from the chunk rows.
+
+At 100k chunks, an OR-query over common words makes FTS5 score most of the
+corpus. So in a knowledge base of ``PRUNE_FROM_CHUNKS`` or more, words in more
+than ``COMMON_SHARE`` of its chunks (low IDF: they add little to BM25) are left
+out of the query, keeping at least the two rarest. bench/bench_query.py and
+bench/bench_retrieval.py measure the latency gained and the quality cost.
 """
 
 from __future__ import annotations
@@ -40,12 +46,10 @@ CREATE TABLE IF NOT EXISTS chunks (
     page INTEGER, heading TEXT, text TEXT NOT NULL, indexed TEXT NOT NULL, metadata TEXT NOT NULL,
     UNIQUE (kb, id));
 CREATE INDEX IF NOT EXISTS chunks_doc ON chunks (kb, doc_id);
-CREATE VIRTUAL TABLE IF NOT EXISTS chunks_fts USING fts5(
-    indexed, content='chunks', content_rowid='rowid', tokenize='porter unicode61');
-CREATE TRIGGER IF NOT EXISTS chunks_ai AFTER INSERT ON chunks BEGIN
-    INSERT INTO chunks_fts(rowid, indexed) VALUES (new.rowid, new.indexed); END;
-CREATE TRIGGER IF NOT EXISTS chunks_ad AFTER DELETE ON chunks BEGIN
-    INSERT INTO chunks_fts(chunks_fts, rowid, indexed) VALUES ('delete', old.rowid, old.indexed); END;
+CREATE TABLE IF NOT EXISTS kbs (kb TEXT PRIMARY KEY, n INTEGER NOT NULL UNIQUE, chunks INTEGER NOT NULL DEFAULT 0);
+DROP TRIGGER IF EXISTS chunks_ai;
+DROP TRIGGER IF EXISTS chunks_ad;
+DROP TABLE IF EXISTS chunks_fts;
 CREATE TABLE IF NOT EXISTS pending (kb TEXT NOT NULL, doc_id TEXT NOT NULL, started_at REAL NOT NULL,
     PRIMARY KEY (kb, doc_id));
 """
@@ -58,6 +62,11 @@ _STOPWORDS = frozenset([
     "you", "your",
 ])
 _WORD = re.compile(r"\w+", re.UNICODE)
+#: words in more than this share of a knowledge base's chunks are dropped from keyword queries
+COMMON_SHARE = 0.05
+#: below this many chunks every query word is kept: FTS5 is fast enough there without pruning
+PRUNE_FROM_CHUNKS = 5000
+_TOKENIZE = "porter unicode61"
 _OPS = {"$eq": "=", "$ne": "!=", "$gt": ">", "$gte": ">=", "$lt": "<", "$lte": "<="}
 
 
@@ -98,14 +107,6 @@ def where_sql(where: dict[str, Any], params: list[Any]) -> str:
     return "(" + " AND ".join(parts) + ")" if parts else "1"
 
 
-def fts_query(text: str) -> str | None:
-    """Free text as an FTS5 OR-query of its content words, each quoted (no syntax reaches FTS5)."""
-    words = [w.lower() for w in _WORD.findall(text)]
-    keep = [w for w in words if w not in _STOPWORDS] or words
-    unique = list(dict.fromkeys(keep))
-    return " OR ".join(f'"{w}"' for w in unique) if unique else None
-
-
 class Catalog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -114,6 +115,8 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
+        for (kb,) in self._db.execute("SELECT DISTINCT kb FROM documents").fetchall():
+            self._fts(kb)  # a store from before per-KB keyword tables gets them once, here
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -144,18 +147,75 @@ class Catalog:
         rows = [(kb, c.id, c.doc_id, c.position, c.page, c.heading, c.text, c.context_text(doc.title),
                  json.dumps(m)) for c, m in zip(chunks, metadatas, strict=True)]
         with self._tx() as db:
-            db.execute("DELETE FROM chunks WHERE kb=? AND doc_id=?", (kb, doc.doc_id))
+            fts = self._fts(kb)
+            removed = self._remove_chunks(db, fts, kb, doc.doc_id)
             db.executemany("INSERT INTO chunks (kb, id, doc_id, position, page, heading, text, indexed, metadata)"
                            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.execute(f"INSERT INTO {fts} (rowid, indexed) SELECT rowid, indexed FROM chunks"
+                       " WHERE kb=? AND doc_id=?", (kb, doc.doc_id))
+            db.execute("UPDATE kbs SET chunks = chunks + ? WHERE kb=?", (len(rows) - removed, kb))
             db.execute("INSERT OR REPLACE INTO documents VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                        (kb, doc.doc_id, doc.uri, doc.title, doc.kind, version, doc.pages, len(chunks),
                         time.time(), json.dumps(doc.metadata)))
 
+    @staticmethod
+    def _remove_chunks(db: sqlite3.Connection, fts: str, kb: str, doc_id: str) -> int:
+        old = db.execute("SELECT rowid, indexed FROM chunks WHERE kb=? AND doc_id=?", (kb, doc_id)).fetchall()
+        db.executemany(f"INSERT INTO {fts} ({fts}, rowid, indexed) VALUES ('delete', ?, ?)", old)
+        db.execute("DELETE FROM chunks WHERE kb=? AND doc_id=?", (kb, doc_id))
+        return len(old)
+
     def delete_document(self, kb: str, doc_id: str) -> int:
         with self._tx() as db:
-            n = db.execute("DELETE FROM chunks WHERE kb=? AND doc_id=?", (kb, doc_id)).rowcount
+            n = self._remove_chunks(db, self._fts(kb), kb, doc_id)
+            db.execute("UPDATE kbs SET chunks = chunks - ? WHERE kb=?", (n, kb))
             db.execute("DELETE FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id))
         return n
+
+    # -- the keyword index, one FTS5 table per knowledge base ----------------------------------
+
+    def _fts(self, kb: str, *, create: bool = True) -> str | None:
+        """The FTS5 table of ``kb`` (made on first use, filled from its chunks if any)."""
+        row = self._db.execute("SELECT n FROM kbs WHERE kb=?", (kb,)).fetchone()
+        if row:
+            return f"fts_{row[0]}"
+        if not create:
+            return None
+        with self._lock:
+            n = int(self._db.execute("SELECT COALESCE(MAX(n), 0) + 1 FROM kbs").fetchone()[0])
+            name = f"fts_{n}"
+            self._db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {name} USING fts5(indexed, content='chunks',"
+                             f" content_rowid='rowid', tokenize='{_TOKENIZE}')")
+            self._db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS {name}_vocab USING fts5vocab({name}, 'row')")
+            self._db.execute(f"INSERT INTO {name} (rowid, indexed) SELECT rowid, indexed FROM chunks WHERE kb=?",
+                             (kb,))
+            count = self._db.execute("SELECT COUNT(*) FROM chunks WHERE kb=?", (kb,)).fetchone()[0]
+            self._db.execute("INSERT INTO kbs VALUES (?, ?, ?)", (kb, n, count))
+        return name
+
+    def _stems(self, words: list[str]) -> dict[str, str]:
+        """Each word's stem, from the same tokenizer the index uses (via a scratch in-memory table)."""
+        db = self._db
+        db.execute(f"CREATE VIRTUAL TABLE IF NOT EXISTS temp.qtok USING fts5(x, tokenize='{_TOKENIZE}')")
+        db.execute("CREATE VIRTUAL TABLE IF NOT EXISTS temp.qtok_v USING fts5vocab(temp, qtok, 'instance')")
+        db.executemany("INSERT INTO temp.qtok (rowid, x) VALUES (?, ?)", list(enumerate(words, 1)))
+        stems = {words[doc - 1]: term for term, doc in db.execute("SELECT term, doc FROM temp.qtok_v")}
+        db.execute("DELETE FROM temp.qtok")
+        return stems
+
+    def _query_words(self, kb: str, fts: str, text: str) -> list[str]:
+        """The query's content words, without those too common in ``kb`` to matter (see COMMON_SHARE)."""
+        words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
+        words = [w for w in words if w not in _STOPWORDS] or words
+        total = self._db.execute("SELECT chunks FROM kbs WHERE kb=?", (kb,)).fetchone()[0] or 0
+        if len(words) <= 2 or total < PRUNE_FROM_CHUNKS:
+            return words
+        stems = self._stems(words)
+        marks = ",".join("?" * len(set(stems.values())))
+        df = dict(self._db.execute(f"SELECT term, doc FROM {fts}_vocab WHERE term IN ({marks})",
+                                   sorted(set(stems.values()))).fetchall())
+        present = sorted((w for w in words if df.get(stems.get(w, ""), 0) > 0), key=lambda w: df[stems[w]])
+        return [w for i, w in enumerate(present) if i < 2 or df[stems[w]] <= COMMON_SHARE * total]
 
     def find_documents(self, kb: str, ref: str) -> list[str]:
         """Doc ids matching an id, an id prefix, a uri or a path that resolves to a uri."""
@@ -206,20 +266,36 @@ class Catalog:
     def keyword_search(self, kb: str, query: str, n: int,
                        where: dict[str, Any] | None = None) -> list[tuple[str, float]]:
         """(chunk id, BM25 score) best first; the score is positive, higher is better."""
-        match = fts_query(query)
-        if match is None:
-            return []
-        params: list[Any] = [match, kb]
-        filt = where_sql(where, params) if where else "1"
-        q = ("SELECT c.id, bm25(chunks_fts) AS s FROM chunks_fts JOIN chunks c ON c.rowid = chunks_fts.rowid"
-             f" WHERE chunks_fts MATCH ? AND c.kb = ? AND {filt} ORDER BY s LIMIT ?")
-        params.append(n)
         with self._lock:
-            return [(cid, -score) for cid, score in self._db.execute(q, params)]
+            fts = self._fts(kb, create=False)
+            if fts is None:
+                return []
+            words = self._query_words(kb, fts, query)
+            if not words:
+                return []
+            match = " OR ".join(f'"{w}"' for w in words)
+            if where:
+                params: list[Any] = [match]
+                filt = where_sql(where, params)
+                q = (f"SELECT c.id, bm25({fts}) AS s FROM {fts} JOIN chunks c ON c.rowid = {fts}.rowid"
+                     f" WHERE {fts} MATCH ? AND {filt} ORDER BY s LIMIT ?")
+                return [(cid, -score) for cid, score in self._db.execute(q, [*params, n])]
+            top = self._db.execute(f"SELECT rowid, bm25({fts}) AS s FROM {fts} WHERE {fts} MATCH ?"
+                                   " ORDER BY s LIMIT ?", (match, n)).fetchall()
+            if not top:
+                return []
+            ids = dict(self._db.execute(f"SELECT rowid, id FROM chunks WHERE rowid IN ({','.join('?' * len(top))})",
+                                        [r for r, _ in top]).fetchall())
+            return [(ids[r], -score) for r, score in top if r in ids]
 
     def rebuild_keyword_index(self) -> None:
+        """Remake every knowledge base's FTS5 table from its chunk rows."""
         with self._tx() as db:
-            db.execute("INSERT INTO chunks_fts(chunks_fts) VALUES ('rebuild')")
+            for kb, n in db.execute("SELECT kb, n FROM kbs").fetchall():
+                db.execute(f"INSERT INTO fts_{n} (fts_{n}) VALUES ('delete-all')")
+                db.execute(f"INSERT INTO fts_{n} (rowid, indexed) SELECT rowid, indexed FROM chunks WHERE kb=?",
+                           (kb,))
+                db.execute("UPDATE kbs SET chunks = (SELECT COUNT(*) FROM chunks WHERE kb=?) WHERE kb=?", (kb, kb))
 
     def count_chunks(self, kb: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM chunks WHERE kb=?", (kb,)).fetchone()[0])
