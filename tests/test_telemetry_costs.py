@@ -74,6 +74,9 @@ def test_costs_add_up_along_every_dimension():
     assert c.total(tenant_id="zeta") == pytest.approx(costs[4])
     assert [r["key"] for r in c.summary("day")] == [time.strftime("%Y-%m-%d", time.gmtime())]
     assert c.summary("model", since=time.time() + 60) == []
+    hits = [t for t in app.telemetry.traces.list(limit=10) if t.spans == 1]
+    cached = [app.telemetry.traces.tree(t.trace_id)[0] for t in hits]
+    assert [n.attributes["keel.cached"] for n in cached].count(True) == 1  # the cache hit has its own span
 
 
 def test_parse_since():
@@ -139,7 +142,7 @@ def test_trace_store_and_costs_on_postgresql():
         assert {r["key"]: r["calls"] for r in c.summary("user")} == {"ann": 3, "bob": 2}
         assert sum(r["cost_usd"] for r in c.summary("day")) == pytest.approx(sum(costs))
         traces = app.telemetry.traces.list()
-        assert len(traces) == 4 and {t.name for t in traces} == {"chat cheap", "chat big"}
+        assert len(traces) == 5 and {t.name for t in traces} == {"chat cheap", "chat big"}  # one is a cache hit
         trace_id = traces[0].trace_id
         vote = app.telemetry.feedback.record(trace_id, "up", question="q", answer="a")
         assert vote.curation_id is not None

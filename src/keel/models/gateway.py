@@ -169,7 +169,9 @@ class Gateway:
         if hit is None:
             return None
         hit.cached, hit.cost_usd, hit.usage, hit.attempts = True, 0.0, Usage(), 0
-        self._emit(CallRecord(handle.name, True, 0, 0.0, cached=True, metadata=request.metadata))
+        with model_span(handle.name, handle.provider.name, request, 0) as span:  # a hit shows in the trace
+            set_model_response(span, hit)
+            self._emit(CallRecord(handle.name, True, 0, 0.0, cached=True, metadata=request.metadata))
         return hit
 
     def _backoff(self, attempt: int, error: ModelError) -> float | None:
