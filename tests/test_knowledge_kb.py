@@ -251,3 +251,22 @@ def test_keyword_query_leaves_out_words_common_in_the_kb(kb: KnowledgeBase, tmp_
     assert kb.catalog._query_words("default", fts, "device power part") == ["device", "power", "part"]
     hits = kb.search("device calibration screwdriver", k=1, mode="keyword")
     assert hits[0].text.endswith("Calibration needs the blue screwdriver.")
+
+
+def test_catalog_is_rebuilt_from_the_vector_store(kb: KnowledgeBase, tmp_path: Path) -> None:
+    write_corpus(tmp_path / "docs")
+    kb.ingest([tmp_path / "docs"])
+    before = kb.search("tyre pressure", k=3)
+    kb.catalog._db.execute("DELETE FROM documents")
+    kb.catalog._db.execute("DELETE FROM chunks")
+    kb.rebuild_keyword_index()
+    assert kb.search("tyre pressure", k=3) == []  # the catalog is gone: nothing is searchable
+    assert kb.rebuild_catalog() == 4
+    after = kb.search("tyre pressure", k=3)
+    assert [(h.id, h.title, h.uri, h.page, h.text) for h in after] == [
+        (h.id, h.title, h.uri, h.page, h.text) for h in before]
+    assert sorted(d["title"] for d in kb.documents()) == ["Car Manual", "Garden", "Kitchen", "notes"]
+    assert_consistent(kb)
+    # restored documents are re-checked by the next ingest; their vectors come from the cache
+    assert kb.ingest([tmp_path / "docs"]).documents == 4
+    assert_consistent(kb)

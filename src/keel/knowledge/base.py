@@ -16,6 +16,7 @@ from typing import Any, Literal
 from ..config import KnowledgeSettings
 from ..errors import InputError
 from .catalog import Catalog, DocRow
+from .chunking import Chunk
 from .embedders import CachedEmbedder, Embedder, LocalEmbedder, ProviderEmbedder
 from .fusion import dedupe_windows, rrf
 from .ingest import FileError, Ingestor, IngestReport, Progress, load_paths
@@ -108,6 +109,30 @@ class KnowledgeBase:
             self.vectors.delete(collection, self.vectors.ids_for_doc(collection, doc_id))
             self.catalog.clear_pending(name, doc_id)
         return ids
+
+    def rebuild_catalog(self, kb: str | None = None) -> int:
+        """Remake a knowledge base's catalog (documents, chunk texts, keyword index) from the vector store.
+
+        For a lost or damaged catalog file: the vector store keeps each chunk's text
+        and metadata on its first window. Returns the number of documents restored;
+        their next ingest re-checks them (vectors come from the embedding cache).
+        """
+        name = self._name(kb)
+        by_doc: dict[str, list[tuple[dict[str, Any], str]]] = {}
+        for meta, text in self.vectors.chunk_records(self._collection(name)):
+            by_doc.setdefault(str(meta["doc_id"]), []).append((meta, text))
+        for doc_id, records in by_doc.items():
+            records.sort(key=lambda r: int(r[0]["position"]))
+            first = records[0][0]
+            skip = {"doc_id", "chunk_id", "title", "uri", "kind", "position", "page", "heading", "window"}
+            doc = Document(str(first["uri"]), str(first["title"]), [], "", str(first["kind"]),
+                           pages=max((int(m.get("page") or 0) for m, _ in records), default=0),
+                           metadata={k: v for k, v in first.items() if k not in skip})
+            chunks = [Chunk(str(m["chunk_id"]), doc_id, int(m["position"]), text, m.get("page"), m.get("heading"), 0)
+                      for m, text in records]
+            metas = [{k: v for k, v in m.items() if k != "window"} for m, _ in records]
+            self.catalog.replace_document(name, doc, chunks, metas, version="restored")
+        return len(by_doc)
 
     def rebuild_keyword_index(self) -> None:
         """Remake the FTS5 index from the stored chunks (e.g. after copying the files by hand)."""
