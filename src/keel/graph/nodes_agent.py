@@ -22,6 +22,7 @@ from ..models.base import Message, ToolCall
 from ..tools import ApprovalInvalid
 from .actions import FINAL, Action, action_schema, parse_action, plan_by_rule, shortlist
 from .deps import GraphDeps
+from .excerpt import focused_sources
 from .limits import check_steps
 from .modelcall import call_model
 from .tracing import KIND, set_attrs, span
@@ -56,7 +57,8 @@ def _model_action(state: dict[str, Any], deps: GraphDeps) -> tuple[Action, dict[
     shown = [e for e in examples if e["action"]["tool"] in offered] or deps.examples.select(
         state["question"], k=2, where=lambda e: e["action"]["tool"] in offered)
     prompt = deps.prompts.render("agent_step", tools=[t.spec() for t in deps.tools if t.name in offered],
-                                 sources=state.get("sources") or [], examples=shown)
+                                 sources=focused_sources(state["question"], state.get("sources") or []),
+                                 examples=shown)
     messages = [Message(role="system", content=prompt.text, cache_breakpoint=True),
                 Message(role="user", content=f"Task: {state['question']}"), *_transcript(state)]
     if state.get("problems"):

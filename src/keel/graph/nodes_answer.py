@@ -10,6 +10,7 @@ from openinference.semconv.trace import SpanAttributes as SA
 from ..guardrails import extractive_answer, find_pii, find_secrets, redact
 from ..models.base import Message
 from .deps import GraphDeps
+from .excerpt import focused_sources
 from .modelcall import call_model
 from .tracing import KIND, set_attrs, span
 
@@ -33,7 +34,7 @@ def fast_answer(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     if state.get("needs_kb") and not sources:
         return {"producer": "fast", "refusal": _no_sources_refusal(state), "draft": ""}
     if sources:
-        prompt = deps.prompts.render("answer_sources", sources=sources)
+        prompt = deps.prompts.render("answer_sources", sources=focused_sources(state["question"], sources))
     else:
         prompt = deps.prompts.render("answer_chat", history=bool(state.get("history")))
     messages = [Message(role="system", content=prompt.text, cache_breakpoint=True), *_history_messages(state),

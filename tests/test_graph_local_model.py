@@ -1,0 +1,66 @@
+"""The request graph on the real embedded model (SmolLM2-135M on llama.cpp): the approval flow from the
+CLI, a knowledge-base question and a private-data refusal. Slow-ish: opt in with ``-m local_model``."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keel import App
+from keel.graph import FakeRetriever
+from keel.graph.factory import build_runtime
+
+pytestmark = pytest.mark.local_model
+
+PASSAGES = [
+    {"id": "with", "title": "The with statement",
+     "text": "The with statement is used to wrap the execution of a block with methods defined by a context "
+             "manager. This allows common try, except, finally usage patterns to be encapsulated."},
+    {"id": "pass", "title": "The pass statement",
+     "text": "pass is a null operation: when it is executed, nothing happens. It is useful as a placeholder."},
+]
+
+
+def test_approval_flow_from_the_cli_on_the_embedded_model(tmp_path: Path, keel_home: Path) -> None:
+    workspace = tmp_path / "ws"
+    workspace.mkdir()
+    (workspace / "notes.txt").write_text("my notes")
+    env = {"KEEL_HOME": str(keel_home), "KEEL_WORKSPACE": str(workspace), "PATH": "/usr/bin:/bin",
+           "KEEL_GATEWAY__CACHE__ENABLED": "false"}
+    exe = Path(sys.executable).with_name("keel")
+    asked = subprocess.run([exe, "ask", "delete notes.txt in the workspace", "--json"], capture_output=True,
+                           text=True, env=env, cwd=tmp_path, timeout=300)
+    paused = json.loads(asked.stdout)
+    assert asked.returncode == 10 and paused["approval"]["args"] == {"path": "notes.txt"}
+    assert (workspace / "notes.txt").exists()
+    approved = subprocess.run([exe, "approvals", "approve", paused["approval"]["id"], "--by", "boss", "--json"],
+                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    done = json.loads(approved.stdout)
+    assert approved.returncode == 0, approved.stderr
+    assert not (workspace / "notes.txt").exists()
+    # the embedded model wrote the closing answer under constrained decoding; the guard judged it
+    assert done["status"] == "answered" and done["models"] == ["local"] and done["usage"]["model_calls"] >= 1
+    assert done["guardrail"]["verdict"] in {"pass", "revised", "fallback", "refused"}
+    replay = subprocess.run([exe, "approvals", "approve", paused["approval"]["id"], "--by", "boss"],
+                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    assert replay.returncode == 2 and "already used" in replay.stderr
+
+
+def test_kb_question_and_private_refusal_on_the_embedded_model(keel_home: Path) -> None:
+    app = App(gateway={"cache": {"enabled": False}}, guardrails={"max_reasks": 0})
+    runtime = build_runtime(app.settings, app.gateway, retriever=FakeRetriever(PASSAGES))
+    answer = runtime.ask("what does the with statement do?")
+    assert answer.status == "answered" and answer.route == "fast" and answer.models == ["local"]
+    assert answer.sources[0]["id"] == "with"
+    g = answer.guardrail
+    assert g["verdict"] in {"pass", "fallback"}
+    if g["verdict"] == "pass":  # passed only when the scorer found it grounded
+        assert g["groundedness"] >= app.settings.guardrails.min_groundedness
+    else:
+        assert "wrap the execution of a block" in answer.answer
+    refused = runtime.ask("how many vacation days do new employees get?")
+    assert refused.guardrail["verdict"] == "refused" and refused.usage["model_calls"] == 0
