@@ -32,10 +32,15 @@ from keel.models.fake import FunctionProvider
 from keel.models.gateway import Gateway
 
 ANSWER = "The with statement wraps the execution of a block with methods defined by a context manager [1]."
-PASSAGES = [{"id": "with", "title": "The with statement",
-             "text": "The with statement is used to wrap the execution of a block with methods defined by a "
-                     "context manager."},
-            {"id": "yield", "title": "yield", "text": "The yield expression is used in generator functions."}]
+PASSAGES = [
+    {
+        "id": "with",
+        "title": "The with statement",
+        "text": "The with statement is used to wrap the execution of a block with methods defined by a "
+        "context manager.",
+    },
+    {"id": "yield", "title": "yield", "text": "The yield expression is used in generator functions."},
+]
 
 
 class _S(TypedDict, total=False):
@@ -57,16 +62,25 @@ def bare_chain() -> Any:
 
 
 def keel_runtime(home: Path, checkpointer: Any = None) -> tuple[Any, InMemorySpanExporter]:
-    settings = load_settings(home=home, roles={"chat": ["fake"], "fast": ["fake"]}, models={"fake": {"provider": "fake"}},
-                             gateway={"cache": {"enabled": False}})
+    settings = load_settings(
+        home=home,
+        roles={"chat": ["fake"], "fast": ["fake"]},
+        models={"fake": {"provider": "fake"}},
+        gateway={"cache": {"enabled": False}},
+    )
     provider = FunctionProvider(by_purpose({"answer": [ANSWER]}), name="fake")
     exporter = InMemorySpanExporter()
     tracer_provider = TracerProvider()
     tracer_provider.add_span_processor(SimpleSpanProcessor(exporter))
     records: list[Any] = []
-    runtime = build_runtime(settings, Gateway.from_settings(settings, {"fake": provider}),
-                            retriever=FakeRetriever(PASSAGES), audit=lambda e, d: records.append((e, d)),
-                            tracer=tracer_provider.get_tracer("bench"), checkpointer=checkpointer)
+    runtime = build_runtime(
+        settings,
+        Gateway.from_settings(settings, {"fake": provider}),
+        retriever=FakeRetriever(PASSAGES),
+        audit=lambda e, d: records.append((e, d)),
+        tracer=tracer_provider.get_tracer("bench"),
+        checkpointer=checkpointer,
+    )
     return runtime, exporter
 
 
@@ -89,19 +103,26 @@ def main() -> None:
     answer = sqlite_rt.ask("what does the with statement do?")
     assert answer.guardrail["verdict"] == "pass", answer.to_dict()
     spans_per_request = len(exporter.get_finished_spans())
-    rounds: dict[str, list[float]] = {"keel (SQLite checkpointer)": [], "keel (in-memory checkpointer)": [],
-                                      "bare 3-node LangGraph chain": []}
+    rounds: dict[str, list[float]] = {
+        "keel (SQLite checkpointer)": [],
+        "keel (in-memory checkpointer)": [],
+        "bare 3-node LangGraph chain": [],
+    }
     for _ in range(parser.parse_args().rounds):
         rounds["bare 3-node LangGraph chain"].append(per_request_us(lambda: bare.invoke({"q": "x"}), n * 5))
         rounds["keel (SQLite checkpointer)"].append(
-            per_request_us(lambda: sqlite_rt.ask("what does the with statement do?"), n))
+            per_request_us(lambda: sqlite_rt.ask("what does the with statement do?"), n)
+        )
         rounds["keel (in-memory checkpointer)"].append(
-            per_request_us(lambda: memory_rt.ask("what does the with statement do?"), n))
+            per_request_us(lambda: memory_rt.ask("what does the with statement do?"), n)
+        )
         exporter.clear()
         exporter2.clear()
     base = statistics.median(rounds["bare 3-node LangGraph chain"])
-    print(f"{n} keel requests per round, {parser.parse_args().rounds} rounds, median round; "
-          f"{spans_per_request} spans per keel request")
+    print(
+        f"{n} keel requests per round, {parser.parse_args().rounds} rounds, median round; "
+        f"{spans_per_request} spans per keel request"
+    )
     for name, values in rounds.items():
         median = statistics.median(values)
         print(f"{name:32s} {median:10.1f} µs/request   ratio {median / base:6.1f}x")

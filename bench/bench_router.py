@@ -30,8 +30,10 @@ def main() -> None:
     print(f"classifier alone, held-out accuracy: {accuracy(model, featurizer, held):.1%}")
     print(f"router (rules + classifier), held-out accuracy: {routed_ok / len(held):.1%}")
     stages = statistics.multimode(d.stage for d, _ in decisions)
-    print(f"stages used: {dict((s, sum(d.stage == s for d, _ in decisions)) for s in ('rule', 'classifier'))}"
-          f" (most: {stages})")
+    print(
+        f"stages used: {dict((s, sum(d.stage == s for d, _ in decisions)) for s in ('rule', 'classifier'))}"
+        f" (most: {stages})"
+    )
     for label in ("agent", "chat", "kb"):
         rows = [(d, g) for d, g in decisions if g == label]
         print(f"  {label:5s}: {sum(d.label == g for d, g in rows)}/{len(rows)}")
@@ -43,8 +45,10 @@ def main() -> None:
             timings[d.stage].append((time.perf_counter() - started) * 1e6)
     for stage, values in timings.items():
         values.sort()
-        print(f"decision overhead, {stage}: median {statistics.median(values):.1f} µs, "
-              f"p95 {values[int(len(values) * 0.95)]:.1f} µs (n={len(values)})")
+        print(
+            f"decision overhead, {stage}: median {statistics.median(values):.1f} µs, "
+            f"p95 {values[int(len(values) * 0.95)]:.1f} µs (n={len(values)})"
+        )
 
 
 if __name__ == "__main__":

@@ -55,13 +55,23 @@ def test_pause_approve_and_replay_from_the_keel_executable(env: dict[str, Any], 
     notes = env["workspace"] / "notes.txt"
     notes.write_text("my notes")
     exe = Path(sys.executable).with_name("keel")
-    asked = subprocess.run([exe, "ask", "delete notes.txt in the workspace", "--json", "--user", "ann"],
-                           capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    asked = subprocess.run(
+        [exe, "ask", "delete notes.txt in the workspace", "--json", "--user", "ann"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     paused = json.loads(asked.stdout)
     assert asked.returncode == 10 and paused["status"] == "pending_approval" and notes.exists()
     assert paused["approval"]["args"] == {"path": "notes.txt"} and paused["route"] == "agent"
-    approved = subprocess.run([exe, "approvals", "approve", paused["approval"]["id"], "--by", "boss", "--json"],
-                              capture_output=True, text=True, cwd=tmp_path, timeout=120)
+    approved = subprocess.run(
+        [exe, "approvals", "approve", paused["approval"]["id"], "--by", "boss", "--json"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        timeout=120,
+    )
     done = json.loads(approved.stdout)
     assert approved.returncode == 0 and done["status"] == "answered" and done["answer"] == "I deleted notes.txt."
     assert not notes.exists()
@@ -74,7 +84,8 @@ def test_cli_approvals_list_approve_replay(env: dict[str, Any], capsys: Any, mon
     approval_id = paused["approval"]["id"]
     code, listed = keel(capsys, monkeypatch, "approvals", "list")
     assert [(a["id"], a["tool"], a["args"], a["requester"], a["status"]) for a in listed] == [
-        (approval_id, "delete_file", {"path": "notes.txt"}, "anonymous", "pending")]
+        (approval_id, "delete_file", {"path": "notes.txt"}, "anonymous", "pending")
+    ]
     code, done = keel(capsys, monkeypatch, "approvals", "approve", approval_id)
     assert code == 0 and not notes.exists()
     notes.write_text("new notes")
@@ -108,7 +119,7 @@ def test_cli_altered_approval_fails(env: dict[str, Any], capsys: Any, monkeypatc
     (env["workspace"] / "keep.txt").write_text("keep")
     _, paused = keel(capsys, monkeypatch, "ask", "delete notes.txt in the workspace")
     with sqlite3.connect(env["home"] / "approvals.sqlite3") as db:
-        db.execute("UPDATE approvals SET args_json = '{\"path\": \"keep.txt\"}'")
+        db.execute('UPDATE approvals SET args_json = \'{"path": "keep.txt"}\'')
     code, done = keel(capsys, monkeypatch, "approvals", "approve", paused["approval"]["id"])
     assert code == 2 and done["error"]["error"] == "approval_invalid" and "altered" in done["error"]["message"]
     assert notes.exists() and (env["workspace"] / "keep.txt").exists()
@@ -135,8 +146,9 @@ def test_graph_command_draws_the_configured_graph(env: dict[str, Any], capsys: A
 
 def test_router_train_on_user_labels(env: dict[str, Any], capsys: Any, monkeypatch: Any, tmp_path: Path) -> None:
     labels = tmp_path / "labels.jsonl"
-    labels.write_text("\n".join(json.dumps({"text": f"frobnicate the widget {i}", "label": "agent"})
-                                for i in range(20)))
+    labels.write_text(
+        "\n".join(json.dumps({"text": f"frobnicate the widget {i}", "label": "agent"}) for i in range(20))
+    )
     code, report = keel(capsys, monkeypatch, "router", "train", "--labels", str(labels))
     assert code == 0 and report["examples"] == 189 and report["holdout_accuracy"] > 0.6
     code, decision = keel(capsys, monkeypatch, "router", "explain", "frobnicate the widget")

@@ -22,6 +22,7 @@ from keel.models.fake import FunctionProvider
 from keel.models.gateway import Gateway
 from keel.tools import ApprovalInvalid
 
+
 class _Like:
     """Equal to any value that passes ``check``: for ids, times and counts in whole-structure asserts."""
 
@@ -48,12 +49,18 @@ def IsInt(gt: int = 0) -> Any:  # noqa: N802
 
 
 PASSAGES = [
-    {"id": "with", "title": "The with statement",
-     "text": "The with statement is used to wrap the execution of a block with methods defined by a context "
-             "manager. It was introduced in Python 2.5."},
-    {"id": "yield", "title": "The yield expression",
-     "text": "The yield expression is used when defining a generator function and can only be used in the "
-             "body of a function definition."},
+    {
+        "id": "with",
+        "title": "The with statement",
+        "text": "The with statement is used to wrap the execution of a block with methods defined by a context "
+        "manager. It was introduced in Python 2.5.",
+    },
+    {
+        "id": "yield",
+        "title": "The yield expression",
+        "text": "The yield expression is used when defining a generator function and can only be used in the "
+        "body of a function definition.",
+    },
 ]
 WITH_ANSWER = "The with statement wraps the execution of a block with methods defined by a context manager [1]."
 
@@ -73,8 +80,13 @@ class Harness:
         model: dict[str, Any] = {"provider": "fake"}
         if prices:
             model.update(input_price_per_mtok=100.0, output_price_per_mtok=100.0)
-        self.settings = load_settings(home=home, roles={"chat": ["fake"], "fast": ["fake"]},
-                                      models={"fake": model}, gateway={"cache": {"enabled": False}}, **settings)
+        self.settings = load_settings(
+            home=home,
+            roles={"chat": ["fake"], "fast": ["fake"]},
+            models={"fake": model},
+            gateway={"cache": {"enabled": False}},
+            **settings,
+        )
         self.provider = FunctionProvider(by_purpose(scripts), name="fake")
         self.gateway = Gateway.from_settings(self.settings, {"fake": self.provider})
         self.exporter = InMemorySpanExporter()
@@ -82,9 +94,13 @@ class Harness:
         provider.add_span_processor(SimpleSpanProcessor(self.exporter))
         self.events: list[tuple[str, dict[str, Any]]] = []
         self.retriever = FakeRetriever(PASSAGES)
-        self.runtime = build_runtime(self.settings, self.gateway, retriever=self.retriever,
-                                     audit=lambda e, d: self.events.append((e, d)),
-                                     tracer=provider.get_tracer("test"))
+        self.runtime = build_runtime(
+            self.settings,
+            self.gateway,
+            retriever=self.retriever,
+            audit=lambda e, d: self.events.append((e, d)),
+            tracer=provider.get_tracer("test"),
+        )
         self.workspace = self.settings.workspace
         self.workspace.mkdir(parents=True, exist_ok=True)
 
@@ -104,20 +120,45 @@ def test_kb_question_takes_the_fast_path_with_sources_and_passes(home: Path) -> 
     h = Harness(home, {"answer": [WITH_ANSWER]})
     answer = h.runtime.ask("what does the with statement do?", user="ann", session="s1")
     assert answer.to_dict() == {
-        "status": "answered", "answer": WITH_ANSWER, "route": "fast", "route_reason": IsStr(regex=r"classifier: kb.*"),
-        "sources": [{"id": "with", "title": "The with statement", "uri": "", "page": None, "score": IsFloat(gt=0),
-                     "text": PASSAGES[0]["text"]}],
-        "guardrail": {"verdict": "pass", "groundedness": 1.0, "checks": [
-            {"name": "groundedness", "passed": True, "detail": "1/1 sentences supported", "score": 1.0},
-            {"name": "repetition", "passed": True, "detail": ""},
-            {"name": "secrets", "passed": True, "detail": ""}, {"name": "pii", "passed": True, "detail": ""}]},
+        "status": "answered",
+        "answer": WITH_ANSWER,
+        "route": "fast",
+        "route_reason": IsStr(regex=r"classifier: kb.*"),
+        "sources": [
+            {
+                "id": "with",
+                "title": "The with statement",
+                "uri": "",
+                "page": None,
+                "score": IsFloat(gt=0),
+                "text": PASSAGES[0]["text"],
+            }
+        ],
+        "guardrail": {
+            "verdict": "pass",
+            "groundedness": 1.0,
+            "checks": [
+                {"name": "groundedness", "passed": True, "detail": "1/1 sentences supported", "score": 1.0},
+                {"name": "repetition", "passed": True, "detail": ""},
+                {"name": "secrets", "passed": True, "detail": ""},
+                {"name": "pii", "passed": True, "detail": ""},
+            ],
+        },
         "usage": {"input_tokens": IsInt(gt=0), "output_tokens": IsInt(gt=0), "cost_usd": 0.0, "model_calls": 1},
-        "models": ["fake"], "trace_id": IsStr(regex=r"[0-9a-f]{32}"), "latency_ms": IsFloat(ge=0),
+        "models": ["fake"],
+        "trace_id": IsStr(regex=r"[0-9a-f]{32}"),
+        "latency_ms": IsFloat(ge=0),
     }
     request = h.provider.requests[0]
-    assert request.metadata == {"request_id": IsStr(regex="req_.*"), "session_id": "s1", "user_id": "ann",
-                                "purpose": "answer", "route": "fast", "prompt": "answer_sources",
-                                "prompt_version": IsStr(regex=r"[0-9a-f]{12}")}
+    assert request.metadata == {
+        "request_id": IsStr(regex="req_.*"),
+        "session_id": "s1",
+        "user_id": "ann",
+        "purpose": "answer",
+        "route": "fast",
+        "prompt": "answer_sources",
+        "prompt_version": IsStr(regex=r"[0-9a-f]{12}"),
+    }
     assert "context manager" in request.messages[0].content  # the sources are in the prompt
     assert h.event_names() == ["input_guard", "route", "retrieval", "guardrail", "answer"]
 
@@ -127,8 +168,14 @@ def test_spans_one_per_node_under_one_root_whose_trace_id_the_answer_carries(hom
     answer = h.runtime.ask("what does the with statement do?")
     spans = h.exporter.get_finished_spans()
     names = [s.name for s in spans]
-    assert names == ["keel.guard.input", "keel.router", "keel.retrieve", "keel.llm.answer", "keel.guard.quality",
-                     "keel.ask"]
+    assert names == [
+        "keel.guard.input",
+        "keel.router",
+        "keel.retrieve",
+        "keel.llm.answer",
+        "keel.guard.quality",
+        "keel.ask",
+    ]
     assert {format(s.context.trace_id, "032x") for s in spans} == {answer.trace_id}
     kinds = {s.name: s.attributes["openinference.span.kind"] for s in spans}
     assert kinds["keel.retrieve"] == "RETRIEVER" and kinds["keel.llm.answer"] == "LLM"
@@ -141,7 +188,11 @@ def test_chitchat_needs_no_sources_and_is_not_claimed_grounded(home: Path) -> No
     h = Harness(home, {"answer": ["Hello! How can I help?"]})
     answer = h.runtime.ask("hello")
     assert (answer.route, answer.sources, answer.guardrail["verdict"], answer.guardrail["groundedness"]) == (
-        "fast", [], "pass", None)
+        "fast",
+        [],
+        "pass",
+        None,
+    )
     assert h.retriever.calls == []
 
 
@@ -180,8 +231,12 @@ def test_leaked_secret_is_never_passed(home: Path) -> None:
 def test_secret_in_the_question_is_blocked_before_any_model(home: Path) -> None:
     h = Harness(home, {})
     answer = h.runtime.ask("is AKIAABCDEFGHIJKLMNOP a valid key?")
-    assert answer.guardrail == {"verdict": "blocked", "groundedness": None, "reason": IsStr(regex=".*secret.*"),
-                                "checks": [{"name": "input", "passed": False, "detail": IsStr()}]}
+    assert answer.guardrail == {
+        "verdict": "blocked",
+        "groundedness": None,
+        "reason": IsStr(regex=".*secret.*"),
+        "checks": [{"name": "input", "passed": False, "detail": IsStr()}],
+    }
     assert h.provider.requests == [] and answer.route == "blocked"
 
 
@@ -194,8 +249,16 @@ def test_bad_questions_raise_input_error_saying_what_to_do(home: Path, question:
 
 
 def test_tool_error_goes_back_to_the_model_which_recovers(home: Path) -> None:
-    h = Harness(home, {"agent_step": [call("read_file", path="../../etc/passwd"), call("list_files", folder="."),
-                                      final("a.txt is in the workspace.")]})
+    h = Harness(
+        home,
+        {
+            "agent_step": [
+                call("read_file", path="../../etc/passwd"),
+                call("list_files", folder="."),
+                final("a.txt is in the workspace."),
+            ]
+        },
+    )
     (h.workspace / "a.txt").write_text("hello")
     answer = h.runtime.ask("look around the workspace and tell me what is there, then summarise it")
     assert answer.status == "answered" and answer.answer == "a.txt is in the workspace."
@@ -205,8 +268,10 @@ def test_tool_error_goes_back_to_the_model_which_recovers(home: Path) -> None:
 
 
 def test_native_tool_calls_are_accepted_too(home: Path) -> None:
-    h = Harness(home, {"agent_step": [[ToolCall(id="c1", name="calculator", arguments={"expression": "6*7"})],
-                                      final("6*7 = 42")]})
+    h = Harness(
+        home,
+        {"agent_step": [[ToolCall(id="c1", name="calculator", arguments={"expression": "6*7"})], final("6*7 = 42")]},
+    )
     answer = h.runtime.ask("use the calculator on six times seven please, then explain")
     assert answer.answer == "6*7 = 42" and answer.guardrail["verdict"] == "pass"
 
@@ -218,8 +283,12 @@ def _pause_delete(h: Harness, text: str = "delete notes.txt in the workspace") -
     (h.workspace / "notes.txt").write_text("my notes")
     answer = h.runtime.ask(text, user="ann")
     assert answer.status == "pending_approval"
-    assert answer.approval == {"id": IsStr(regex="apr_.*"), "tool": "delete_file", "args": {"path": "notes.txt"},
-                               "expires_at": IsStr()}
+    assert answer.approval == {
+        "id": IsStr(regex="apr_.*"),
+        "tool": "delete_file",
+        "args": {"path": "notes.txt"},
+        "expires_at": IsStr(),
+    }
     assert isinstance(answer.exception, ApprovalRequired)
     assert (h.workspace / "notes.txt").exists()
     return answer
@@ -303,20 +372,31 @@ def test_session_waiting_for_approval_refuses_new_questions(home: Path) -> None:
 
 def test_runaway_model_stops_at_the_step_limit_within_budget(home: Path) -> None:
     steps = iter(range(1000))
-    h = Harness(home, {"agent_step": lambda r: call("calculator", expression=f"1+{next(steps)}")},
-                prices=True, limits={"max_steps": 4, "max_cost_usd": 1.0})
+    h = Harness(
+        home,
+        {"agent_step": lambda r: call("calculator", expression=f"1+{next(steps)}")},
+        prices=True,
+        limits={"max_steps": 4, "max_cost_usd": 1.0},
+    )
     answer = h.runtime.ask("keep calculating things for me forever, step by step")
     assert answer.status == "stopped" and isinstance(answer.exception, LimitExceeded)
-    assert answer.error == {"error": "limit_exceeded", "message": IsStr(regex=".*max_steps reached 4.*"),
-                            "hint": IsStr(regex=".*limits.max_steps.*")}
+    assert answer.error == {
+        "error": "limit_exceeded",
+        "message": IsStr(regex=".*max_steps reached 4.*"),
+        "hint": IsStr(regex=".*limits.max_steps.*"),
+    }
     assert h.purposes().count("agent_step") == 4
     assert 0 < answer.usage["cost_usd"] <= 1.0 and answer.usage["model_calls"] == 4
 
 
 def test_cost_limit_refuses_a_call_before_overspending(home: Path) -> None:
     steps = itertools.count()
-    h = Harness(home, {"agent_step": lambda r: call("calculator", expression=f"1+{next(steps)}")},
-                prices=True, limits={"max_steps": 50, "max_cost_usd": 0.5})
+    h = Harness(
+        home,
+        {"agent_step": lambda r: call("calculator", expression=f"1+{next(steps)}")},
+        prices=True,
+        limits={"max_steps": 50, "max_cost_usd": 0.5},
+    )
     answer = h.runtime.ask("keep calculating things for me forever, step by step")
     assert answer.status == "stopped" and answer.exception.limit == "max_cost_usd"  # type: ignore[union-attr]
     assert 0 < answer.usage["cost_usd"] <= 0.5
@@ -352,7 +432,9 @@ def test_repeating_a_done_call_finishes_instead_of_looping(home: Path) -> None:
 
 
 def test_chat_session_keeps_history_in_the_checkpointer(home: Path) -> None:
-    h = Harness(home, {"answer": ["Hi Ann!", "Your name is Ann."], "route_judge": [json.dumps({"label": "chat", "why": "x"})]})
+    h = Harness(
+        home, {"answer": ["Hi Ann!", "Your name is Ann."], "route_judge": [json.dumps({"label": "chat", "why": "x"})]}
+    )
     h.runtime.ask("hello, I am Ann", session="c1")
     h.runtime.ask("nice to meet you, what is my name", session="c1")
     second = [r for r in h.provider.requests if r.metadata["purpose"] == "answer"][1].messages

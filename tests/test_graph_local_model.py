@@ -17,11 +17,17 @@ from keel.graph.factory import build_runtime
 pytestmark = pytest.mark.local_model
 
 PASSAGES = [
-    {"id": "with", "title": "The with statement",
-     "text": "The with statement is used to wrap the execution of a block with methods defined by a context "
-             "manager. This allows common try, except, finally usage patterns to be encapsulated."},
-    {"id": "pass", "title": "The pass statement",
-     "text": "pass is a null operation: when it is executed, nothing happens. It is useful as a placeholder."},
+    {
+        "id": "with",
+        "title": "The with statement",
+        "text": "The with statement is used to wrap the execution of a block with methods defined by a context "
+        "manager. This allows common try, except, finally usage patterns to be encapsulated.",
+    },
+    {
+        "id": "pass",
+        "title": "The pass statement",
+        "text": "pass is a null operation: when it is executed, nothing happens. It is useful as a placeholder.",
+    },
 ]
 
 
@@ -29,24 +35,46 @@ def test_approval_flow_from_the_cli_on_the_embedded_model(tmp_path: Path, keel_h
     workspace = tmp_path / "ws"
     workspace.mkdir()
     (workspace / "notes.txt").write_text("my notes")
-    env = {"KEEL_HOME": str(keel_home), "KEEL_WORKSPACE": str(workspace), "PATH": "/usr/bin:/bin",
-           "KEEL_GATEWAY__CACHE__ENABLED": "false"}
+    env = {
+        "KEEL_HOME": str(keel_home),
+        "KEEL_WORKSPACE": str(workspace),
+        "PATH": "/usr/bin:/bin",
+        "KEEL_GATEWAY__CACHE__ENABLED": "false",
+    }
     exe = Path(sys.executable).with_name("keel")
-    asked = subprocess.run([exe, "ask", "delete notes.txt in the workspace", "--json"], capture_output=True,
-                           text=True, env=env, cwd=tmp_path, timeout=300)
+    asked = subprocess.run(
+        [exe, "ask", "delete notes.txt in the workspace", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     paused = json.loads(asked.stdout)
     assert asked.returncode == 10 and paused["approval"]["args"] == {"path": "notes.txt"}
     assert (workspace / "notes.txt").exists()
-    approved = subprocess.run([exe, "approvals", "approve", paused["approval"]["id"], "--by", "boss", "--json"],
-                              capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    approved = subprocess.run(
+        [exe, "approvals", "approve", paused["approval"]["id"], "--by", "boss", "--json"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     done = json.loads(approved.stdout)
     assert approved.returncode == 0, approved.stderr
     assert not (workspace / "notes.txt").exists()
     # the embedded model wrote the closing answer under constrained decoding; the guard judged it
     assert done["status"] == "answered" and done["models"] == ["local"] and done["usage"]["model_calls"] >= 1
     assert done["guardrail"]["verdict"] in {"pass", "revised", "fallback", "refused"}
-    replay = subprocess.run([exe, "approvals", "approve", paused["approval"]["id"], "--by", "boss"],
-                            capture_output=True, text=True, env=env, cwd=tmp_path, timeout=300)
+    replay = subprocess.run(
+        [exe, "approvals", "approve", paused["approval"]["id"], "--by", "boss"],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=tmp_path,
+        timeout=300,
+    )
     assert replay.returncode == 2 and "already used" in replay.stderr
 
 

@@ -31,14 +31,17 @@ def router(classifier: SoftmaxClassifier, judge=None, **settings) -> Router:  # 
     return Router(classifier, HashedBagOfWords(), RouterSettings(**settings), judge=judge)
 
 
-@pytest.mark.parametrize(("question", "route", "reason"), [
-    ("delete notes.txt in the workspace", "agent", "rule: needs the delete_file tool"),
-    ("please read todo.md", "agent", "rule: needs the read_file tool"),
-    ("what is 1234 * 5678?", "agent", "rule: needs the calculator tool"),
-    ("what are the files in my workspace", "agent", "rule: needs the list_files tool"),
-    ("what is a decorator? how is it applied?", "agent", "rule: multi-part request"),
-    ("according to the documentation, what is a coroutine", "fast", "rule: the question names the knowledge base"),
-])
+@pytest.mark.parametrize(
+    ("question", "route", "reason"),
+    [
+        ("delete notes.txt in the workspace", "agent", "rule: needs the delete_file tool"),
+        ("please read todo.md", "agent", "rule: needs the read_file tool"),
+        ("what is 1234 * 5678?", "agent", "rule: needs the calculator tool"),
+        ("what are the files in my workspace", "agent", "rule: needs the list_files tool"),
+        ("what is a decorator? how is it applied?", "agent", "rule: multi-part request"),
+        ("according to the documentation, what is a coroutine", "fast", "rule: the question names the knowledge base"),
+    ],
+)
 def test_rules_fire_on_plain_needs(question: str, route: str, reason: str) -> None:
     hit = apply_rules(question)
     assert hit is not None and (hit.route, hit.reason) == (route, reason)
@@ -106,10 +109,14 @@ def test_training_on_user_labels_saves_and_is_picked_up(tmp_path: Path) -> None:
     assert router(loaded).decide("zorblat report").label == "agent"
 
 
-@pytest.mark.parametrize(("content", "message"), [
-    ("not json", "is not a"), ('{"text": "x", "label": "maybe"}', "label 'maybe' is not one of"),
-    ('{"text": "x"}', "is not a"),
-])
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("not json", "is not a"),
+        ('{"text": "x", "label": "maybe"}', "label 'maybe' is not one of"),
+        ('{"text": "x"}', "is not a"),
+    ],
+)
 def test_bad_label_files_say_what_to_fix(tmp_path: Path, content: str, message: str) -> None:
     path = tmp_path / "l.jsonl"
     path.write_text(content)

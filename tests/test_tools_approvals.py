@@ -34,9 +34,19 @@ ARGS = {"path": "notes.txt"}
 def test_record_holds_tool_exact_args_hash_requester_and_expiry(store: ApprovalStore) -> None:
     a = store.create(run_id="r1", tool="delete_file", args=ARGS, requester="ann", ttl_s=60)
     assert a.to_dict() == {
-        "id": a.id, "run_id": "r1", "tool": "delete_file", "args": ARGS, "args_hash": args_hash("delete_file", ARGS),
-        "requester": "ann", "created_at": "2027-01-15T08:00:00+00:00", "expires_at": "2027-01-15T08:01:00+00:00",
-        "status": "pending", "decided_by": None, "decided_at": None, "reason": None}
+        "id": a.id,
+        "run_id": "r1",
+        "tool": "delete_file",
+        "args": ARGS,
+        "args_hash": args_hash("delete_file", ARGS),
+        "requester": "ann",
+        "created_at": "2027-01-15T08:00:00+00:00",
+        "expires_at": "2027-01-15T08:01:00+00:00",
+        "status": "pending",
+        "decided_by": None,
+        "decided_at": None,
+        "reason": None,
+    }
     assert store.list("pending") == [a]
 
 
@@ -50,8 +60,14 @@ def test_approve_then_consume_once(store: ApprovalStore) -> None:
         store.decide(a.id, approve=True, approver="boss")
 
 
-@pytest.mark.parametrize(("tool", "args"), [("delete_file", {"path": "other.txt"}), ("read_file", ARGS),
-                                            ("delete_file", {"path": "notes.txt", "force": True})])
+@pytest.mark.parametrize(
+    ("tool", "args"),
+    [
+        ("delete_file", {"path": "other.txt"}),
+        ("read_file", ARGS),
+        ("delete_file", {"path": "notes.txt", "force": True}),
+    ],
+)
 def test_approval_covers_only_the_exact_call(store: ApprovalStore, tool: str, args: dict) -> None:
     a = store.create(run_id="r1", tool="delete_file", args=ARGS, requester="ann", ttl_s=60)
     store.decide(a.id, approve=True, approver="boss")

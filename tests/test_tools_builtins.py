@@ -14,24 +14,36 @@ from keel.errors import ConfigError, InputError
 from keel.tools import Tool, ToolContext, ToolRegistry, Workspace, build_registry, evaluate
 
 
-@pytest.mark.parametrize(("expression", "value"), [
-    ("2 + 3 * 4", 14), ("(17 + 5) * 3", 66), ("2 ** 10", 1024), ("7 / 2", 3.5), ("7 // 2", 3), ("-3 % 5", 2),
-    ("2^3", 8), ("1.5 * 4", 6.0),
-])
+@pytest.mark.parametrize(
+    ("expression", "value"),
+    [
+        ("2 + 3 * 4", 14),
+        ("(17 + 5) * 3", 66),
+        ("2 ** 10", 1024),
+        ("7 / 2", 3.5),
+        ("7 // 2", 3),
+        ("-3 % 5", 2),
+        ("2^3", 8),
+        ("1.5 * 4", 6.0),
+    ],
+)
 def test_calculator_evaluates_arithmetic(expression: str, value: float) -> None:
     assert evaluate(expression) == value
 
 
-@pytest.mark.parametrize(("expression", "message"), [
-    ("__import__('os').system('ls')", "Call is not allowed"),
-    ("().__class__", "Attribute is not allowed"),
-    ("x + 1", "Name is not allowed"),
-    ("9 ** 99999", "exponent"),
-    ("1 / 0", "division by zero"),
-    ("2 +", "is not an arithmetic expression"),
-    ("", "empty"),
-    ("'a' * 3", "Constant is not allowed"),
-])
+@pytest.mark.parametrize(
+    ("expression", "message"),
+    [
+        ("__import__('os').system('ls')", "Call is not allowed"),
+        ("().__class__", "Attribute is not allowed"),
+        ("x + 1", "Name is not allowed"),
+        ("9 ** 99999", "exponent"),
+        ("1 / 0", "division by zero"),
+        ("2 +", "is not an arithmetic expression"),
+        ("", "empty"),
+        ("'a' * 3", "Constant is not allowed"),
+    ],
+)
 def test_calculator_refuses_everything_else_with_a_hint(expression: str, message: str) -> None:
     with pytest.raises(InputError, match=message) as err:
         evaluate(expression)
@@ -67,8 +79,10 @@ def test_file_tools_work_inside_and_report_errors_as_results(ws: Workspace) -> N
     assert registry.run("list_files", {}, ctx).data == ["notes.txt", "sub/"]
     assert registry.run("read_file", {"path": "notes.txt"}, ctx).content == "hello"
     missing = registry.run("read_file", {"path": "nope.txt"}, ctx)
-    assert (missing.ok, missing.error) == (False, "'nope.txt' is not a file in the workspace (call list_files to "
-                                                  "see the files)")
+    assert (missing.ok, missing.error) == (
+        False,
+        "'nope.txt' is not a file in the workspace (call list_files to see the files)",
+    )
     escaped = registry.run("delete_file", {"path": "../secret.txt"}, ctx)
     assert not escaped.ok and (ws.root.parent / "secret.txt").exists()
     assert registry.run("delete_file", {"path": "notes.txt"}, ctx).content == "deleted notes.txt"
@@ -106,8 +120,12 @@ def test_timeout_and_retries(ws: Workspace) -> None:
             raise ConnectionError("reset by peer")
         return "ok"
 
-    registry = ToolRegistry([Tool("slow", "slow", _NoArgs, slow, timeout_s=0.05, retries=1),
-                             Tool("flaky", "flaky", _NoArgs, flaky, retries=2)])
+    registry = ToolRegistry(
+        [
+            Tool("slow", "slow", _NoArgs, slow, timeout_s=0.05, retries=1),
+            Tool("flaky", "flaky", _NoArgs, flaky, retries=2),
+        ]
+    )
     result = registry.run("slow", {}, ToolContext(ws))
     assert (result.ok, result.attempts) == (False, 2) and "did not finish within 0.05s" in (result.error or "")
     calls.clear()
@@ -117,20 +135,39 @@ def test_timeout_and_retries(ws: Workspace) -> None:
 def test_schemas_shown_to_the_model_name_and_describe_each_tool() -> None:
     specs = {s.name: s for s in build_registry(ToolSettings()).specs()}
     assert specs["delete_file"].model_dump() == {
-        "name": "delete_file", "description": "Delete a file from the workspace. Cannot be undone.",
-        "parameters": {"type": "object", "additionalProperties": False, "required": ["path"], "properties": {
-            "path": {"type": "string", "title": "Path",
-                     "description": "a file path relative to the workspace, e.g. notes.txt"}}}}
+        "name": "delete_file",
+        "description": "Delete a file from the workspace. Cannot be undone.",
+        "parameters": {
+            "type": "object",
+            "additionalProperties": False,
+            "required": ["path"],
+            "properties": {
+                "path": {
+                    "type": "string",
+                    "title": "Path",
+                    "description": "a file path relative to the workspace, e.g. notes.txt",
+                }
+            },
+        },
+    }
 
 
 def test_settings_choose_tools_and_which_need_approval() -> None:
-    settings = ToolSettings(enabled=["calculator", "read_file", "delete_file"], require_approval=["read_file"],
-                            per_tool={"calculator": ToolOverride(timeout_s=2.0, retries=0),
-                                      "delete_file": ToolOverride(require_approval=False)})
+    settings = ToolSettings(
+        enabled=["calculator", "read_file", "delete_file"],
+        require_approval=["read_file"],
+        per_tool={
+            "calculator": ToolOverride(timeout_s=2.0, retries=0),
+            "delete_file": ToolOverride(require_approval=False),
+        },
+    )
     registry = build_registry(settings)
     assert registry.names() == ["calculator", "delete_file", "read_file"]
     assert {t.name: t.needs_approval for t in registry} == {
-        "calculator": False, "delete_file": True, "read_file": True}  # destructive always asks
+        "calculator": False,
+        "delete_file": True,
+        "read_file": True,
+    }  # destructive always asks
     assert (registry.get("calculator").timeout_s, registry.get("calculator").retries) == (2.0, 0)
     with pytest.raises(ConfigError, match="unknown tools"):
         build_registry(ToolSettings(enabled=["format_disk"]))

@@ -39,10 +39,12 @@ def _show_human(answer: Answer) -> None:
         console.print(f"[dim][{n}] {s.get('title') or s.get('id')} (score {s.get('score')})[/]")
     g, u = answer.guardrail, answer.usage
     grounded = "" if g.get("groundedness") is None else f", groundedness {g['groundedness']}"
-    console.print(f"[dim]route {answer.route or '-'} ({answer.route_reason}); verdict {g.get('verdict', '-')}"
-                  f"{grounded}; "
-                  f"{u.get('input_tokens', 0)} in / {u.get('output_tokens', 0)} out tokens, "
-                  f"${u.get('cost_usd', 0):.6f}; trace {answer.trace_id}; {answer.latency_ms:.0f} ms[/]")
+    console.print(
+        f"[dim]route {answer.route or '-'} ({answer.route_reason}); verdict {g.get('verdict', '-')}"
+        f"{grounded}; "
+        f"{u.get('input_tokens', 0)} in / {u.get('output_tokens', 0)} out tokens, "
+        f"${u.get('cost_usd', 0):.6f}; trace {answer.trace_id}; {answer.latency_ms:.0f} ms[/]"
+    )
 
 
 def register(app: typer.Typer) -> None:

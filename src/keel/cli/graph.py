@@ -29,8 +29,16 @@ def register(app: typer.Typer) -> None:
         data = {
             "nodes": [n for n in drawn.nodes if not n.startswith("__")],
             "edges": [{"from": e.source, "to": e.target, "conditional": e.conditional} for e in drawn.edges],
-            "tools": [{"name": t.name, "risk": t.risk, "needs_approval": t.needs_approval,
-                       "timeout_s": t.timeout_s, "retries": t.retries} for t in runtime.deps.tools],
+            "tools": [
+                {
+                    "name": t.name,
+                    "risk": t.risk,
+                    "needs_approval": t.needs_approval,
+                    "timeout_s": t.timeout_s,
+                    "retries": t.retries,
+                }
+                for t in runtime.deps.tools
+            ],
             "limits": limits.model_dump(),
         }
         if as_json:

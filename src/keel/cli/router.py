@@ -29,8 +29,10 @@ def train_cmd(
     if as_json:
         print_json(report.__dict__)
         return
-    console.print(f"trained on {report.examples} examples {report.per_label}; "
-                  f"held-out accuracy {report.holdout_accuracy:.1%} on {report.holdout}; saved to {report.path}")
+    console.print(
+        f"trained on {report.examples} examples {report.per_label}; "
+        f"held-out accuracy {report.holdout_accuracy:.1%} on {report.holdout}; saved to {report.path}"
+    )
 
 
 @router_app.command("explain")

@@ -47,13 +47,30 @@ class Action:
 
 def action_schema(tools: ToolRegistry, names: set[str] | None = None) -> dict[str, Any]:
     """One JSON object: a tool (of ``names``, default all) and its arguments, or the final answer."""
-    options = [{"type": "object", "properties": {"tool": {"const": t.name}, "args": t.parameters()},
-                "required": ["tool", "args"], "additionalProperties": False}
-               for t in tools if names is None or t.name in names]
-    final_args = {"type": "object", "properties": {"answer": {"type": "string", "maxLength": 400}},
-                  "required": ["answer"], "additionalProperties": False}
-    options.append({"type": "object", "properties": {"tool": {"const": FINAL}, "args": final_args},
-                    "required": ["tool", "args"], "additionalProperties": False})
+    options = [
+        {
+            "type": "object",
+            "properties": {"tool": {"const": t.name}, "args": t.parameters()},
+            "required": ["tool", "args"],
+            "additionalProperties": False,
+        }
+        for t in tools
+        if names is None or t.name in names
+    ]
+    final_args = {
+        "type": "object",
+        "properties": {"answer": {"type": "string", "maxLength": 400}},
+        "required": ["answer"],
+        "additionalProperties": False,
+    }
+    options.append(
+        {
+            "type": "object",
+            "properties": {"tool": {"const": FINAL}, "args": final_args},
+            "required": ["tool", "args"],
+            "additionalProperties": False,
+        }
+    )
     return options[0] if len(options) == 1 else {"type": "object", "anyOf": options}
 
 

@@ -34,10 +34,16 @@ class Answer:
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {
-            "status": self.status, "answer": self.answer, "route": self.route, "route_reason": self.route_reason,
-            "sources": self.sources, "guardrail": self.guardrail,
+            "status": self.status,
+            "answer": self.answer,
+            "route": self.route,
+            "route_reason": self.route_reason,
+            "sources": self.sources,
+            "guardrail": self.guardrail,
             "usage": {**self.usage, "cost_usd": round(float(self.usage.get("cost_usd", 0.0)), 8)},
-            "models": self.models, "trace_id": self.trace_id, "latency_ms": round(self.latency_ms, 2),
+            "models": self.models,
+            "trace_id": self.trace_id,
+            "latency_ms": round(self.latency_ms, 2),
         }
         if self.approval is not None:
             out["approval"] = self.approval

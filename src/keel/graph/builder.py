@@ -29,9 +29,16 @@ from .state import GraphState
 __all__ = ["NODES", "build_graph"]
 
 NODES: dict[str, Callable[[dict[str, Any], GraphDeps], dict[str, Any]]] = {
-    "input_guard": input_guard, "blocked": blocked_response, "router": route, "retrieve": retrieve,
-    "fast_answer": fast_answer, "agent_reason": agent_reason, "run_tools": run_tools,
-    "await_approval": await_approval, "quality": quality, "respond": respond,
+    "input_guard": input_guard,
+    "blocked": blocked_response,
+    "router": route,
+    "retrieve": retrieve,
+    "fast_answer": fast_answer,
+    "agent_reason": agent_reason,
+    "run_tools": run_tools,
+    "await_approval": await_approval,
+    "quality": quality,
+    "respond": respond,
 }
 
 
@@ -76,18 +83,25 @@ def build_graph(deps: GraphDeps) -> StateGraph:
         graph.add_node(name, functools.partial(fn, deps=deps))
     graph.add_edge(START, "input_guard")
     graph.add_conditional_edges("input_guard", after_input, {"blocked": "blocked", "router": "router"})
-    graph.add_conditional_edges("router", after_router, {
-        "retrieve": "retrieve", "fast_answer": "fast_answer", "agent_reason": "agent_reason"})
-    graph.add_conditional_edges("retrieve", after_retrieve, {
-        "fast_answer": "fast_answer", "agent_reason": "agent_reason"})
+    graph.add_conditional_edges(
+        "router", after_router, {"retrieve": "retrieve", "fast_answer": "fast_answer", "agent_reason": "agent_reason"}
+    )
+    graph.add_conditional_edges(
+        "retrieve", after_retrieve, {"fast_answer": "fast_answer", "agent_reason": "agent_reason"}
+    )
     graph.add_edge("fast_answer", "quality")
     graph.add_conditional_edges("agent_reason", after_reason, {"run_tools": "run_tools", "quality": "quality"})
-    graph.add_conditional_edges("run_tools", after_tools, {
-        "await_approval": "await_approval", "agent_reason": "agent_reason"})
-    graph.add_conditional_edges("await_approval", after_approval, {
-        "quality": "quality", "run_tools": "run_tools", "agent_reason": "agent_reason"})
-    graph.add_conditional_edges("quality", after_quality, {
-        "respond": "respond", "fast_answer": "fast_answer", "agent_reason": "agent_reason"})
+    graph.add_conditional_edges(
+        "run_tools", after_tools, {"await_approval": "await_approval", "agent_reason": "agent_reason"}
+    )
+    graph.add_conditional_edges(
+        "await_approval",
+        after_approval,
+        {"quality": "quality", "run_tools": "run_tools", "agent_reason": "agent_reason"},
+    )
+    graph.add_conditional_edges(
+        "quality", after_quality, {"respond": "respond", "fast_answer": "fast_answer", "agent_reason": "agent_reason"}
+    )
     graph.add_edge("blocked", "respond")
     graph.add_edge("respond", END)
     return graph

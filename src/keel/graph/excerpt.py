@@ -29,6 +29,7 @@ def focus(question: str, text: str, limit: int = 600) -> str:
     return " ".join(picked)
 
 
-def focused_sources(question: str, sources: list[dict[str, Any]], *, k: int = 3,
-                    limit: int = 600) -> list[dict[str, Any]]:
+def focused_sources(
+    question: str, sources: list[dict[str, Any]], *, k: int = 3, limit: int = 600
+) -> list[dict[str, Any]]:
     return [{**s, "text": focus(question, s["text"], limit)} for s in sources[:k]]

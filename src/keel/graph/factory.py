@@ -34,10 +34,10 @@ class SearchFunctionRetriever:
     def __init__(self, search: Callable[..., list[SearchHit]]) -> None:
         self._search = search
 
-    def search(self, query: str, *, kb: str = "default", k: int = 5,
-               where: dict[str, Any] | None = None) -> list[SearchHit]:
+    def search(
+        self, query: str, *, kb: str = "default", k: int = 5, where: dict[str, Any] | None = None
+    ) -> list[SearchHit]:
         return self._search(query, kb=kb, k=k)
-
 
 
 def router_model_path(settings: Settings) -> Path:
@@ -59,17 +59,31 @@ def build_router(settings: Settings) -> Router:
     return Router(load_classifier(router_model_path(settings), featurizer), featurizer, settings.router)
 
 
-def build_runtime(settings: Settings, gateway: Gateway, *, retriever: Retriever | None = None,
-                  audit: AuditHook = no_audit, tracer: Tracer | None = None, extra_tools: list[Tool] | None = None,
-                  checkpointer: Any = None, approvals: ApprovalStore | None = None, kb: str = "default",
-                  ) -> GraphRuntime:
+def build_runtime(
+    settings: Settings,
+    gateway: Gateway,
+    *,
+    retriever: Retriever | None = None,
+    audit: AuditHook = no_audit,
+    tracer: Tracer | None = None,
+    extra_tools: list[Tool] | None = None,
+    checkpointer: Any = None,
+    approvals: ApprovalStore | None = None,
+    kb: str = "default",
+) -> GraphRuntime:
     tools = build_registry(settings.tools, extra_tools)
     deps = GraphDeps(
-        settings=settings, gateway=gateway, router=build_router(settings), tools=tools,
+        settings=settings,
+        gateway=gateway,
+        router=build_router(settings),
+        tools=tools,
         tool_context=ToolContext(Workspace(settings.workspace), retriever, kb),
         approvals=approvals or ApprovalStore.sqlite(settings.data_dir / "approvals.sqlite3"),
-        guard=QualityGuard(settings.guardrails), prompts=PromptLibrary(settings.data_dir / "prompts"),
-        examples=FewShotSelector(load_examples("agent")), retriever=retriever, audit=audit,
+        guard=QualityGuard(settings.guardrails),
+        prompts=PromptLibrary(settings.data_dir / "prompts"),
+        examples=FewShotSelector(load_examples("agent")),
+        retriever=retriever,
+        audit=audit,
         tracer=tracer or default_tracer(),
     )
     if "judge" not in gateway.chains:

@@ -31,8 +31,7 @@ def check_steps(state: dict[str, Any], limits: LimitSettings) -> None:
         raise LimitExceeded("max_steps", state.get("steps", 0), limits.max_steps)
 
 
-def check_call(state: dict[str, Any], limits: LimitSettings, gateway: Gateway, request: ChatRequest,
-               role: str) -> None:
+def check_call(state: dict[str, Any], limits: LimitSettings, gateway: Gateway, request: ChatRequest, role: str) -> None:
     """Refuse a model call whose worst case would break the token or cost limit."""
     check_wall(state, limits)
     usage = state["usage"]

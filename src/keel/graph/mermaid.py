@@ -35,10 +35,18 @@ EDGE_LABELS: dict[tuple[str, str], str] = {
     ("quality", "agent_reason"): "re-ask once",
 }
 _SHAPES = {"router": "{{{{{}}}}}", "await_approval": "[/{}/]", "quality": "{{{{{}}}}}", "input_guard": "{{{{{}}}}}"}
-_TITLES = {"input_guard": "input guard", "router": "router", "retrieve": "retrieve (knowledge base)",
-           "fast_answer": "fast path: cheap model", "agent_reason": "agent: reason",
-           "run_tools": "tool calls", "await_approval": "human approval (interrupt)",
-           "quality": "quality guardrail", "respond": "response", "blocked": "blocked answer"}
+_TITLES = {
+    "input_guard": "input guard",
+    "router": "router",
+    "retrieve": "retrieve (knowledge base)",
+    "fast_answer": "fast path: cheap model",
+    "agent_reason": "agent: reason",
+    "run_tools": "tool calls",
+    "await_approval": "human approval (interrupt)",
+    "quality": "quality guardrail",
+    "respond": "response",
+    "blocked": "blocked answer",
+}
 
 
 #: "end" is a Mermaid keyword, so LangGraph's start and end get ids of their own

@@ -55,16 +55,31 @@ def _model_action(state: dict[str, Any], deps: GraphDeps) -> tuple[Action, dict[
     examples = deps.examples.select(state["question"], k=3)
     offered = _offered(state, deps, examples)
     shown = [e for e in examples if e["action"]["tool"] in offered] or deps.examples.select(
-        state["question"], k=2, where=lambda e: e["action"]["tool"] in offered)
-    prompt = deps.prompts.render("agent_step", tools=[t.spec() for t in deps.tools if t.name in offered],
-                                 sources=focused_sources(state["question"], state.get("sources") or []),
-                                 examples=shown)
-    messages = [Message(role="system", content=prompt.text, cache_breakpoint=True),
-                Message(role="user", content=f"Task: {state['question']}"), *_transcript(state)]
+        state["question"], k=2, where=lambda e: e["action"]["tool"] in offered
+    )
+    prompt = deps.prompts.render(
+        "agent_step",
+        tools=[t.spec() for t in deps.tools if t.name in offered],
+        sources=focused_sources(state["question"], state.get("sources") or []),
+        examples=shown,
+    )
+    messages = [
+        Message(role="system", content=prompt.text, cache_breakpoint=True),
+        Message(role="user", content=f"Task: {state['question']}"),
+        *_transcript(state),
+    ]
     if state.get("problems"):
         messages.append(Message(role="user", content=deps.prompts.render("reask", problems=state["problems"]).text))
-    response, accounting = call_model(deps, state, role=deps.agent_role, purpose="agent_step", prompt=prompt,
-                                      messages=messages, json_schema=action_schema(deps.tools, offered), max_tokens=200)
+    response, accounting = call_model(
+        deps,
+        state,
+        role=deps.agent_role,
+        purpose="agent_step",
+        prompt=prompt,
+        messages=messages,
+        json_schema=action_schema(deps.tools, offered),
+        max_tokens=200,
+    )
     return parse_action(response), accounting
 
 
@@ -76,42 +91,80 @@ def agent_reason(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     if action is None:
         action, accounting = _model_action(state, deps)
         update.update(accounting)
-    deps.audit("agent_step", {"request_id": state["request_id"], "step": update["steps"], "tool": action.tool,
-                              "args": action.args, "planner": action.planner})
+    deps.audit(
+        "agent_step",
+        {
+            "request_id": state["request_id"],
+            "step": update["steps"],
+            "tool": action.tool,
+            "args": action.args,
+            "planner": action.planner,
+        },
+    )
     done = None if action.is_final else _repeat_of_done_call(action, state)
     if action.is_final or done is not None:
         answer = str(action.args.get("answer", "")) if done is None else done["result"]
         return {**update, "draft": answer.strip(), "pending": []}
     call = ToolCall(id=action.call_id, name=action.tool, arguments=action.args)
-    messages = [*(state.get("messages") or []),
-                Message(role="assistant", content=json.dumps({"tool": action.tool, "args": action.args}),
-                        tool_calls=[call]).model_dump()]
+    messages = [
+        *(state.get("messages") or []),
+        Message(
+            role="assistant", content=json.dumps({"tool": action.tool, "args": action.args}), tool_calls=[call]
+        ).model_dump(),
+    ]
     return {**update, "messages": messages, "pending": [action.to_call()], "draft": ""}
 
 
-def _execute(state: dict[str, Any], deps: GraphDeps, call: dict[str, Any], approver: str | None = None,
-             ) -> dict[str, Any]:
+def _execute(
+    state: dict[str, Any],
+    deps: GraphDeps,
+    call: dict[str, Any],
+    approver: str | None = None,
+) -> dict[str, Any]:
     """Run one call; return the state update with its result appended for the model."""
-    with span(deps.tracer, f"keel.tool.{call['name']}", KIND.TOOL, **{
-        SA.TOOL_NAME: call["name"], SA.TOOL_PARAMETERS: call["arguments"], "keel.approved_by": approver,
-    }) as current:
+    with span(
+        deps.tracer,
+        f"keel.tool.{call['name']}",
+        KIND.TOOL,
+        **{
+            SA.TOOL_NAME: call["name"],
+            SA.TOOL_PARAMETERS: call["arguments"],
+            "keel.approved_by": approver,
+        },
+    ) as current:
         result = deps.tools.run(call["name"], call["arguments"], deps.tool_context)
-        set_attrs(current, **{SA.OUTPUT_VALUE: result.for_model()[:2000], "keel.ok": result.ok,
-                              "keel.attempts": result.attempts})
-    entry = {"id": call["id"], "tool": call["name"], "args": call["arguments"], "ok": result.ok,
-             "result": result.for_model(), "attempts": result.attempts, "approved_by": approver,
-             "planner": call.get("planner", "model")}
+        set_attrs(
+            current,
+            **{SA.OUTPUT_VALUE: result.for_model()[:2000], "keel.ok": result.ok, "keel.attempts": result.attempts},
+        )
+    entry = {
+        "id": call["id"],
+        "tool": call["name"],
+        "args": call["arguments"],
+        "ok": result.ok,
+        "result": result.for_model(),
+        "attempts": result.attempts,
+        "approved_by": approver,
+        "planner": call.get("planner", "model"),
+    }
     deps.audit("tool_call", {"request_id": state["request_id"], **entry})
     update: dict[str, Any] = {
         "tool_log": [*(state.get("tool_log") or []), entry],
-        "messages": [*(state.get("messages") or []), Message(
-            role="tool", tool_call_id=call["id"], content=f"Result of {call['name']}: {result.for_model()}",
-        ).model_dump()],
+        "messages": [
+            *(state.get("messages") or []),
+            Message(
+                role="tool",
+                tool_call_id=call["id"],
+                content=f"Result of {call['name']}: {result.for_model()}",
+            ).model_dump(),
+        ],
     }
     if call["name"] == "search_knowledge" and result.ok and isinstance(result.data, list):
         known = {s["id"] for s in state.get("sources") or []}
-        update["sources"] = [*(state.get("sources") or []),
-                             *({"uri": "", "page": None, **hit} for hit in result.data if hit["id"] not in known)]
+        update["sources"] = [
+            *(state.get("sources") or []),
+            *({"uri": "", "page": None, **hit} for hit in result.data if hit["id"] not in known),
+        ]
     return update
 
 
@@ -122,9 +175,13 @@ def run_tools(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
         call = pending[0]
         tool = deps.tools.get(call["name"]) if call["name"] in deps.tools else None
         if tool is not None and tool.needs_approval:
-            approval = deps.approvals.create(run_id=state["thread_id"], tool=call["name"],
-                                             args=call["arguments"], requester=state.get("user_id") or "anonymous",
-                                             ttl_s=deps.settings.tools.approval_ttl_s)
+            approval = deps.approvals.create(
+                run_id=state["thread_id"],
+                tool=call["name"],
+                args=call["arguments"],
+                requester=state.get("user_id") or "anonymous",
+                ttl_s=deps.settings.tools.approval_ttl_s,
+            )
             deps.audit("approval_requested", {"request_id": state["request_id"], **approval.to_dict()})
             return {**update, "pending": pending, "approval": approval.public(), "paused_at": time.time()}
         update.update(_execute({**state, **update}, deps, call))
@@ -135,8 +192,10 @@ def run_tools(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
 def await_approval(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     """Pause for a person. Resumed with the store's decision; only the store can approve."""
     decision = interrupt({"approval": state["approval"]})
-    resumed = {"clock_start": state["clock_start"] + (time.time() - state.get("paused_at", time.time())),
-               "approval": None}
+    resumed = {
+        "clock_start": state["clock_start"] + (time.time() - state.get("paused_at", time.time())),
+        "approval": None,
+    }
     call = state["pending"][0]
     approval_id = state["approval"]["id"]
     status = decision.get("status") if isinstance(decision, dict) else None
@@ -144,15 +203,25 @@ def await_approval(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
         who = decision.get("by", "a person") if isinstance(decision, dict) else "a person"
         why = "expired before anyone approved it" if status == "expired" else f"was rejected by {who}"
         deps.audit("approval_decided", {"request_id": state["request_id"], "id": approval_id, "status": status})
-        return {**resumed, "pending": [], "draft": f"The {call['name']} call {why}; nothing was changed.",
-                "error": None if status == "rejected" else {"error": "approval_expired", "id": approval_id}}
+        return {
+            **resumed,
+            "pending": [],
+            "draft": f"The {call['name']} call {why}; nothing was changed.",
+            "error": None if status == "rejected" else {"error": "approval_expired", "id": approval_id},
+        }
     try:
         record = deps.approvals.consume(approval_id, tool=call["name"], args=call["arguments"])
     except ApprovalInvalid as exc:
         deps.audit("approval_invalid", {"request_id": state["request_id"], "id": approval_id, "reason": str(exc)})
-        return {**resumed, "pending": [], "draft": f"The approval could not be used ({exc.message}); "
-                "nothing was changed.", "error": exc.to_dict()}
-    deps.audit("approval_used", {"request_id": state["request_id"], "id": approval_id, "by": record.decided_by,
-                                 "args_hash": record.args_hash})
+        return {
+            **resumed,
+            "pending": [],
+            "draft": f"The approval could not be used ({exc.message}); nothing was changed.",
+            "error": exc.to_dict(),
+        }
+    deps.audit(
+        "approval_used",
+        {"request_id": state["request_id"], "id": approval_id, "by": record.decided_by, "args_hash": record.args_hash},
+    )
     update = _execute(state, deps, call, approver=record.decided_by)
     return {**resumed, **update, "pending": state["pending"][1:]}

@@ -18,8 +18,10 @@ __all__ = ["blocked_response", "fast_answer", "quality", "respond"]
 
 
 def _no_sources_refusal(state: dict[str, Any]) -> str:
-    return (f"I found nothing relevant in the knowledge base {state['kb']!r} for this question, "
-            "so I will not guess. Add the documents that cover it (keel ingest) and ask again.")
+    return (
+        f"I found nothing relevant in the knowledge base {state['kb']!r} for this question, "
+        "so I will not guess. Add the documents that cover it (keel ingest) and ask again."
+    )
 
 
 def _history_messages(state: dict[str, Any]) -> list[Message]:
@@ -37,28 +39,52 @@ def fast_answer(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
         prompt = deps.prompts.render("answer_sources", sources=focused_sources(state["question"], sources))
     else:
         prompt = deps.prompts.render("answer_chat", history=bool(state.get("history")))
-    messages = [Message(role="system", content=prompt.text, cache_breakpoint=True), *_history_messages(state),
-                Message(role="user", content=state["question"])]
+    messages = [
+        Message(role="system", content=prompt.text, cache_breakpoint=True),
+        *_history_messages(state),
+        Message(role="user", content=state["question"]),
+    ]
     if state.get("problems"):
         reask = deps.prompts.render("reask", problems=state["problems"])
-        messages += [Message(role="assistant", content=state.get("draft", "")),
-                     Message(role="user", content=reask.text)]
-    response, accounting = call_model(deps, state, role=deps.fast_role, purpose="answer", prompt=prompt,
-                                      messages=messages, json_schema=state.get("schema"), max_tokens=160)
+        messages += [
+            Message(role="assistant", content=state.get("draft", "")),
+            Message(role="user", content=reask.text),
+        ]
+    response, accounting = call_model(
+        deps,
+        state,
+        role=deps.fast_role,
+        purpose="answer",
+        prompt=prompt,
+        messages=messages,
+        json_schema=state.get("schema"),
+        max_tokens=160,
+    )
     return {**accounting, "producer": "fast", "draft": response.text.strip()}
 
 
 def blocked_response(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
-    guardrail = {"verdict": "blocked", "groundedness": None, "reason": state["blocked"],
-                 "checks": [{"name": "input", "passed": False, "detail": state["blocked"]}]}
+    guardrail = {
+        "verdict": "blocked",
+        "groundedness": None,
+        "reason": state["blocked"],
+        "checks": [{"name": "input", "passed": False, "detail": state["blocked"]}],
+    }
     deps.audit("guardrail", {"request_id": state["request_id"], "stage": "input", **guardrail})
-    return {"answer": f"I can't help with that: {state['blocked']}.", "guardrail": guardrail,
-            "route": "blocked", "route_reason": "input guard: " + state["blocked"]}
+    return {
+        "answer": f"I can't help with that: {state['blocked']}.",
+        "guardrail": guardrail,
+        "route": "blocked",
+        "route_reason": "input guard: " + state["blocked"],
+    }
 
 
 def _verdict(verdict: str, report: Any, reason: str = "") -> dict[str, Any]:
-    out = {"verdict": verdict, "groundedness": None if report is None else report.groundedness,
-           "checks": [] if report is None else [c.to_dict() for c in report.checks]}
+    out = {
+        "verdict": verdict,
+        "groundedness": None if report is None else report.groundedness,
+        "checks": [] if report is None else [c.to_dict() for c in report.checks],
+    }
     if reason:
         out["reason"] = reason
     return out
@@ -74,20 +100,35 @@ def _give_up(state: dict[str, Any], report: Any) -> tuple[str, dict[str, Any]]:
     leaks = find_secrets(state["draft"]) + find_pii(state["draft"])
     if leaks:
         return redact(state["draft"], leaks), _verdict("blocked", report, "the answer contained secrets or PII")
-    return ("I could not produce an answer that passes the quality checks: " + "; ".join(report.problems[:3]),
-            _verdict("refused", report, "failed the quality checks twice"))
+    return (
+        "I could not produce an answer that passes the quality checks: " + "; ".join(report.problems[:3]),
+        _verdict("refused", report, "failed the quality checks twice"),
+    )
 
 
 def quality(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     with span(deps.tracer, "keel.guard.quality", KIND.GUARDRAIL, **{SA.INPUT_VALUE: state.get("draft", "")}) as cur:
         update = _judge_draft(state, deps)
-        set_attrs(cur, **{"keel.verdict": update.get("guardrail", {}).get("verdict", "reask"),
-                          "keel.groundedness": update.get("guardrail", {}).get("groundedness"),
-                          "keel.problems": update.get("problems")})
+        set_attrs(
+            cur,
+            **{
+                "keel.verdict": update.get("guardrail", {}).get("verdict", "reask"),
+                "keel.groundedness": update.get("guardrail", {}).get("groundedness"),
+                "keel.problems": update.get("problems"),
+            },
+        )
     verdict = update.get("guardrail", {}).get("verdict", "reask")
-    deps.audit("guardrail", {"request_id": state["request_id"], "stage": "output", "verdict": verdict,
-                             "reasks": state.get("reasks", 0), "problems": update.get("problems", []),
-                             "guardrail": update.get("guardrail")})
+    deps.audit(
+        "guardrail",
+        {
+            "request_id": state["request_id"],
+            "stage": "output",
+            "verdict": verdict,
+            "reasks": state.get("reasks", 0),
+            "problems": update.get("problems", []),
+            "guardrail": update.get("guardrail"),
+        },
+    )
     return update
 
 
@@ -97,8 +138,7 @@ def _judge_draft(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     # the evidence: retrieved passages and what tools returned
     evidence = [s["text"] for s in state.get("sources") or []]
     evidence += [t["result"] for t in state.get("tool_log") or [] if t.get("ok")]
-    report = deps.guard.check(state["draft"], question=state["question"], sources=evidence,
-                              schema=state.get("schema"))
+    report = deps.guard.check(state["draft"], question=state["question"], sources=evidence, schema=state.get("schema"))
     if report.passed:
         verdict = "revised" if state.get("reasks", 0) else "pass"
         return {"answer": state["draft"], "guardrail": _verdict(verdict, report), "problems": []}
@@ -110,8 +150,16 @@ def _judge_draft(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
 
 def respond(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     answer = state.get("answer", "")
-    deps.audit("answer", {"request_id": state["request_id"], "route": state.get("route"),
-                          "models": state.get("models", []), "prompts": state.get("prompts", {}),
-                          "usage": state.get("usage"), "verdict": (state.get("guardrail") or {}).get("verdict"),
-                          "answer_sha256": hashlib.sha256(answer.encode()).hexdigest()})
+    deps.audit(
+        "answer",
+        {
+            "request_id": state["request_id"],
+            "route": state.get("route"),
+            "models": state.get("models", []),
+            "prompts": state.get("prompts", {}),
+            "usage": state.get("usage"),
+            "verdict": (state.get("guardrail") or {}).get("verdict"),
+            "answer_sha256": hashlib.sha256(answer.encode()).hexdigest(),
+        },
+    )
     return {"history": [{"question": state["question"], "answer": answer}]}

@@ -50,21 +50,46 @@ class GraphRuntime:
                 return dict(intr.value)
         return None
 
-    def ask(self, question: str, *, kb: str | None = None, session: str | None = None, user: str | None = None,
-            schema: dict[str, Any] | None = None) -> Answer:
+    def ask(
+        self,
+        question: str,
+        *,
+        kb: str | None = None,
+        session: str | None = None,
+        user: str | None = None,
+        schema: dict[str, Any] | None = None,
+    ) -> Answer:
         """Answer one question; a session id keeps the conversation in the checkpointer."""
         question = validate_question(question, self.deps.settings.guardrails)
         request_id = "req_" + uuid.uuid4().hex[:16]
         thread_id = session or request_id
         if session and self._pending_interrupt(session):
-            raise InputError(f"session {session!r} is waiting for an approval",
-                             hint="decide it first: keel approvals list, then approve ID or reject ID")
-        inputs = fresh_request(request_id=request_id, thread_id=thread_id, question=question, kb=kb or self.default_kb,
-                               kb_named=kb is not None, session_id=session or "", user_id=user or "",
-                               clock_start=time.time(), schema=schema)
-        with span(self.deps.tracer, "keel.ask", KIND.CHAIN, **{
-            SA.INPUT_VALUE: question, SA.SESSION_ID: session, SA.USER_ID: user, "keel.request_id": request_id,
-        }) as root:
+            raise InputError(
+                f"session {session!r} is waiting for an approval",
+                hint="decide it first: keel approvals list, then approve ID or reject ID",
+            )
+        inputs = fresh_request(
+            request_id=request_id,
+            thread_id=thread_id,
+            question=question,
+            kb=kb or self.default_kb,
+            kb_named=kb is not None,
+            session_id=session or "",
+            user_id=user or "",
+            clock_start=time.time(),
+            schema=schema,
+        )
+        with span(
+            self.deps.tracer,
+            "keel.ask",
+            KIND.CHAIN,
+            **{
+                SA.INPUT_VALUE: question,
+                SA.SESSION_ID: session,
+                SA.USER_ID: user,
+                "keel.request_id": request_id,
+            },
+        ) as root:
             return self._run(root, inputs, thread_id)
 
     def resume(self, approval_id: str, *, approve: bool, approver: str, reason: str | None = None) -> Answer:
@@ -72,18 +97,35 @@ class GraphRuntime:
         record = self.deps.approvals.decide(approval_id, approve=approve, approver=approver, reason=reason)
         pending = self._pending_interrupt(record.run_id)
         if not pending or pending.get("approval", {}).get("id") != approval_id:
-            raise ApprovalInvalid(f"no run is waiting for approval {approval_id}",
-                                  hint="the run may have finished already; ask again")
-        self.deps.audit("approval_decided", {"id": approval_id, "status": record.status, "by": approver,
-                                             "tool": record.tool, "args_hash": record.args_hash})
+            raise ApprovalInvalid(
+                f"no run is waiting for approval {approval_id}", hint="the run may have finished already; ask again"
+            )
+        self.deps.audit(
+            "approval_decided",
+            {
+                "id": approval_id,
+                "status": record.status,
+                "by": approver,
+                "tool": record.tool,
+                "args_hash": record.args_hash,
+            },
+        )
         command = Command(resume={"approval_id": approval_id, "status": record.status, "by": approver})
-        with span(self.deps.tracer, "keel.resume", KIND.CHAIN, **{
-            "keel.approval_id": approval_id, "keel.decision": record.status, "keel.approver": approver,
-        }) as root:
+        with span(
+            self.deps.tracer,
+            "keel.resume",
+            KIND.CHAIN,
+            **{
+                "keel.approval_id": approval_id,
+                "keel.decision": record.status,
+                "keel.approver": approver,
+            },
+        ) as root:
             answer = self._run(root, command, record.run_id)
         if record.status == "expired" and answer.exception is None:
-            answer.exception = ApprovalInvalid(f"approval {approval_id} expired before it was approved",
-                                               hint="ask again to get a new approval")
+            answer.exception = ApprovalInvalid(
+                f"approval {approval_id} expired before it was approved", hint="ask again to get a new approval"
+            )
         return answer
 
     def _run(self, root: Any, inputs: Any, thread_id: str) -> Answer:
@@ -103,12 +145,20 @@ class GraphRuntime:
             self.deps.audit("stopped", {"thread_id": thread_id, **error.to_dict()})
         values = self.graph.get_state(config).values
         answer = self._answer(values, thread_id, trace_id, started, error)
-        set_attrs(root, **{SA.OUTPUT_VALUE: answer.answer[:2000], "keel.status": answer.status,
-                           "keel.route": answer.route, "keel.verdict": answer.guardrail.get("verdict")})
+        set_attrs(
+            root,
+            **{
+                SA.OUTPUT_VALUE: answer.answer[:2000],
+                "keel.status": answer.status,
+                "keel.route": answer.route,
+                "keel.verdict": answer.guardrail.get("verdict"),
+            },
+        )
         return answer
 
-    def _answer(self, values: dict[str, Any], thread_id: str, trace_id: str, started: float,
-                error: KeelError | None) -> Answer:
+    def _answer(
+        self, values: dict[str, Any], thread_id: str, trace_id: str, started: float, error: KeelError | None
+    ) -> Answer:
         pending = None if error else self._pending_interrupt(thread_id)
         status = "stopped" if error else ("pending_approval" if pending else "answered")
         exception = error
@@ -122,12 +172,20 @@ class GraphRuntime:
         if status == "pending_approval":
             text = f"Waiting for a person to approve {pending['approval']['tool']}."
         return Answer(
-            status=status, answer=text, route=values.get("route", ""), route_reason=values.get("route_reason", ""),
-            sources=values.get("sources") or [], guardrail=values.get("guardrail") or {},
-            usage=values.get("usage") or {}, models=values.get("models") or [], trace_id=trace_id,
+            status=status,
+            answer=text,
+            route=values.get("route", ""),
+            route_reason=values.get("route_reason", ""),
+            sources=values.get("sources") or [],
+            guardrail=values.get("guardrail") or {},
+            usage=values.get("usage") or {},
+            models=values.get("models") or [],
+            trace_id=trace_id,
             latency_ms=(time.perf_counter() - started) * 1000.0,
             approval=pending["approval"] if pending else None,
-            error=error.to_dict() if error else run_error, run_id=thread_id, exception=exception,
+            error=error.to_dict() if error else run_error,
+            run_id=thread_id,
+            exception=exception,
         )
 
 

@@ -61,20 +61,44 @@ def new_usage() -> dict[str, Any]:
     return {"input_tokens": 0, "output_tokens": 0, "cost_usd": 0.0, "model_calls": 0}
 
 
-def add_usage(usage: dict[str, Any], *, input_tokens: int, output_tokens: int, cost_usd: float,
-              calls: int = 1) -> dict[str, Any]:
-    return {"input_tokens": usage["input_tokens"] + input_tokens,
-            "output_tokens": usage["output_tokens"] + output_tokens,
-            "cost_usd": usage["cost_usd"] + cost_usd,
-            "model_calls": usage["model_calls"] + calls}
+def add_usage(
+    usage: dict[str, Any], *, input_tokens: int, output_tokens: int, cost_usd: float, calls: int = 1
+) -> dict[str, Any]:
+    return {
+        "input_tokens": usage["input_tokens"] + input_tokens,
+        "output_tokens": usage["output_tokens"] + output_tokens,
+        "cost_usd": usage["cost_usd"] + cost_usd,
+        "model_calls": usage["model_calls"] + calls,
+    }
 
 
 def fresh_request(**request: Any) -> dict[str, Any]:
     """The input of one request: its own fields set, every per-request field reset."""
     return {
-        "input_flags": [], "blocked": "", "route": "", "route_reason": "", "needs_kb": False, "route_decision": {},
-        "sources": [], "messages": [], "pending": [], "tool_log": [], "approval": None, "steps": 0,
-        "producer": "", "draft": "", "refusal": "", "reasks": 0, "problems": [], "answer": "", "guardrail": {},
-        "usage": new_usage(), "models": [], "prompts": {}, "paused_at": 0.0, "error": None, "schema": None,
+        "input_flags": [],
+        "blocked": "",
+        "route": "",
+        "route_reason": "",
+        "needs_kb": False,
+        "route_decision": {},
+        "sources": [],
+        "messages": [],
+        "pending": [],
+        "tool_log": [],
+        "approval": None,
+        "steps": 0,
+        "producer": "",
+        "draft": "",
+        "refusal": "",
+        "reasks": 0,
+        "problems": [],
+        "answer": "",
+        "guardrail": {},
+        "usage": new_usage(),
+        "models": [],
+        "prompts": {},
+        "paused_at": 0.0,
+        "error": None,
+        "schema": None,
         **request,
     }

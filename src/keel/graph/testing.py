@@ -24,8 +24,9 @@ class FakeRetriever:
         self.passages = [dict(p) for p in passages]
         self.calls: list[str] = []
 
-    def search(self, query: str, *, kb: str = "default", k: int = 5,
-               where: dict[str, Any] | None = None) -> list[SearchHit]:
+    def search(
+        self, query: str, *, kb: str = "default", k: int = 5, where: dict[str, Any] | None = None
+    ) -> list[SearchHit]:
         self.calls.append(query)
         if kb != self.kb:
             return []
@@ -35,16 +36,25 @@ class FakeRetriever:
             overlap = len(wanted & content_words(f"{p.get('title', '')} {p['text']}"))
             scored.append((overlap / max(1, len(wanted)), n, p))
         scored.sort(key=lambda t: (-t[0], t[1]))
-        return [SearchHit(id=p.get("id", f"p{n}"), doc_id=p.get("doc_id", f"doc{n}"), title=p.get("title", ""),
-                          uri=p.get("uri", ""), text=p["text"], score=round(score, 4))
-                for score, n, p in scored[:k]]
+        return [
+            SearchHit(
+                id=p.get("id", f"p{n}"),
+                doc_id=p.get("doc_id", f"doc{n}"),
+                title=p.get("title", ""),
+                uri=p.get("uri", ""),
+                text=p["text"],
+                score=round(score, 4),
+            )
+            for score, n, p in scored[:k]
+        ]
 
 
 Reply = Any
 
 
-def by_purpose(scripts: dict[str, list[Reply] | Callable[[ChatRequest], Reply]], *,
-               repeat_last: bool = True) -> Callable[[ChatRequest], Reply]:
+def by_purpose(
+    scripts: dict[str, list[Reply] | Callable[[ChatRequest], Reply]], *, repeat_last: bool = True
+) -> Callable[[ChatRequest], Reply]:
     """Answer each call from the script for its ``metadata['purpose']``, in order."""
     positions: dict[str, int] = {}
 

@@ -35,8 +35,9 @@ def _value(v: Any) -> Any:
 def span(tracer: Tracer, name: str, kind: OpenInferenceSpanKindValues, **attributes: Any) -> Iterator[Span]:
     """A span with an OpenInference kind; errors are recorded on it and re-raised."""
     attrs = {_KIND_ATTR: kind.value, **{k: _value(v) for k, v in attributes.items() if v is not None}}
-    with tracer.start_as_current_span(name, attributes=attrs, record_exception=True,
-                                      set_status_on_exception=True) as current:
+    with tracer.start_as_current_span(
+        name, attributes=attrs, record_exception=True, set_status_on_exception=True
+    ) as current:
         yield current
 
 

@@ -18,7 +18,135 @@ from typing import Any
 
 __all__ = ["Grounding", "SentenceSupport", "content_words", "score_groundedness", "split_sentences"]
 
-_STOP = frozenset(["a", "an", "the", "and", "or", "but", "if", "then", "else", "of", "to", "in", "on", "at", "by", "for", "with", "from", "as", "is", "are", "was", "were", "be", "been", "being", "it", "its", "this", "that", "these", "those", "there", "here", "what", "which", "who", "whom", "whose", "when", "where", "why", "how", "do", "does", "did", "done", "can", "could", "should", "would", "will", "shall", "may", "might", "must", "not", "no", "yes", "so", "such", "than", "too", "very", "just", "also", "only", "i", "you", "he", "she", "we", "they", "me", "him", "her", "us", "them", "my", "your", "his", "our", "their", "into", "about", "over", "under", "up", "down", "out", "more", "most", "some", "any", "each", "all", "both", "few", "other", "own", "same", "again", "further", "once", "between", "through", "during", "before", "after", "above", "below", "off", "per", "via", "using", "use", "used", "your", "yours", "i'm", "it's", "don't", "doesn't", "isn't", "aren't"])
+_STOP = frozenset(
+    [
+        "a",
+        "an",
+        "the",
+        "and",
+        "or",
+        "but",
+        "if",
+        "then",
+        "else",
+        "of",
+        "to",
+        "in",
+        "on",
+        "at",
+        "by",
+        "for",
+        "with",
+        "from",
+        "as",
+        "is",
+        "are",
+        "was",
+        "were",
+        "be",
+        "been",
+        "being",
+        "it",
+        "its",
+        "this",
+        "that",
+        "these",
+        "those",
+        "there",
+        "here",
+        "what",
+        "which",
+        "who",
+        "whom",
+        "whose",
+        "when",
+        "where",
+        "why",
+        "how",
+        "do",
+        "does",
+        "did",
+        "done",
+        "can",
+        "could",
+        "should",
+        "would",
+        "will",
+        "shall",
+        "may",
+        "might",
+        "must",
+        "not",
+        "no",
+        "yes",
+        "so",
+        "such",
+        "than",
+        "too",
+        "very",
+        "just",
+        "also",
+        "only",
+        "i",
+        "you",
+        "he",
+        "she",
+        "we",
+        "they",
+        "me",
+        "him",
+        "her",
+        "us",
+        "them",
+        "my",
+        "your",
+        "his",
+        "our",
+        "their",
+        "into",
+        "about",
+        "over",
+        "under",
+        "up",
+        "down",
+        "out",
+        "more",
+        "most",
+        "some",
+        "any",
+        "each",
+        "all",
+        "both",
+        "few",
+        "other",
+        "own",
+        "same",
+        "again",
+        "further",
+        "once",
+        "between",
+        "through",
+        "during",
+        "before",
+        "after",
+        "above",
+        "below",
+        "off",
+        "per",
+        "via",
+        "using",
+        "use",
+        "used",
+        "your",
+        "yours",
+        "i'm",
+        "it's",
+        "don't",
+        "doesn't",
+        "isn't",
+        "aren't",
+    ]
+)
 _WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:[.,]\d+)*")
 _NUMBER = re.compile(r"(?<![\w.])\d+(?:[.,]\d+)*")
 _CITATION = re.compile(r"\[\d+(?:\s*,\s*\d+)*\]")
@@ -85,8 +213,7 @@ class Grounding:
         return asdict(self)
 
 
-def score_groundedness(answer: str, sources: Sequence[str], *, threshold: float = 0.6,
-                       question: str = "") -> Grounding:
+def score_groundedness(answer: str, sources: Sequence[str], *, threshold: float = 0.6, question: str = "") -> Grounding:
     """Score each sentence; words the question itself used are neutral (restating it claims nothing)."""
     asked = content_words(question)
     source_words = [content_words(s) for s in sources]
@@ -104,8 +231,11 @@ def score_groundedness(answer: str, sources: Sequence[str], *, threshold: float 
         missing_numbers = sorted(numbers - all_numbers)
         missing_names = sorted(n for n in names if n.casefold() not in all_lower)
         ok = shares[best] >= threshold and not missing_numbers and not missing_names
-        judged.append(SentenceSupport(sentence, round(shares[best], 3), ok, best if sources else None,
-                                      missing_numbers, missing_names))
+        judged.append(
+            SentenceSupport(
+                sentence, round(shares[best], 3), ok, best if sources else None, missing_numbers, missing_names
+            )
+        )
     # no sentence makes a claim: nothing is unsupported (a bare "I don't know" is caught by the caller)
     score = sum(s.supported for s in judged) / len(judged) if judged else 1.0
     return Grounding(round(score, 3), judged)

@@ -19,7 +19,8 @@ __all__ = ["InputVerdict", "scan_input", "validate_question"]
 
 _INJECTION = re.compile(
     r"(?i)\b(ignore (all |any )?(previous|prior|above) (instructions|rules)|reveal (your|the) system prompt|"
-    r"you are now (in )?developer mode|the user (has )?approved|approval (is )?granted)\b")
+    r"you are now (in )?developer mode|the user (has )?approved|approval (is )?granted)\b"
+)
 
 
 @dataclass
@@ -32,10 +33,12 @@ class InputVerdict:
 def validate_question(question: str, settings: GuardrailSettings) -> str:
     text = (question or "").strip()
     if not text:
-        raise InputError("the question is empty", hint="ask something, e.g. keel ask \"what does yield do?\"")
+        raise InputError("the question is empty", hint='ask something, e.g. keel ask "what does yield do?"')
     if len(text) > settings.max_input_chars:
-        raise InputError(f"the question is {len(text)} characters, over the limit of {settings.max_input_chars}",
-                         hint="shorten it, or raise guardrails.max_input_chars in keel.yaml")
+        raise InputError(
+            f"the question is {len(text)} characters, over the limit of {settings.max_input_chars}",
+            hint="shorten it, or raise guardrails.max_input_chars in keel.yaml",
+        )
     return text
 
 
@@ -49,8 +52,10 @@ def scan_input(question: str, settings: GuardrailSettings) -> InputVerdict:
             if re.search(pattern, question, re.I):
                 return InputVerdict(True, f"the question matches the blocked pattern {pattern!r}")
         except re.error as exc:
-            raise ConfigError(f"guardrails.block_patterns: {pattern!r} is not a regular expression: {exc}",
-                              hint="fix the pattern in keel.yaml") from None
+            raise ConfigError(
+                f"guardrails.block_patterns: {pattern!r} is not a regular expression: {exc}",
+                hint="fix the pattern in keel.yaml",
+            ) from None
     flags = sorted({f"pii:{f.kind}" for f in find_pii(question)})
     if _INJECTION.search(question):
         flags.append("prompt_injection")

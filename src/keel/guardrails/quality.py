@@ -73,11 +73,15 @@ def is_non_answer(text: str) -> bool:
 class QualityGuard:
     def __init__(self, settings: GuardrailSettings, scorer: GroundingScorer | None = None) -> None:
         self.settings = settings
-        self.scorer = scorer or (lambda answer, sources, question: score_groundedness(
-            answer, sources, threshold=settings.sentence_support, question=question))
+        self.scorer = scorer or (
+            lambda answer, sources, question: score_groundedness(
+                answer, sources, threshold=settings.sentence_support, question=question
+            )
+        )
 
-    def check(self, answer: str, *, question: str, sources: Sequence[str],
-              schema: dict[str, Any] | None = None) -> QualityReport:
+    def check(
+        self, answer: str, *, question: str, sources: Sequence[str], schema: dict[str, Any] | None = None
+    ) -> QualityReport:
         checks: list[Check] = []
         problems: list[str] = []
         grounding = None
@@ -123,8 +127,9 @@ def extractive_answer(question: str, sources: Sequence[dict[str, Any]], *, max_q
     wanted = content_words(question)
     scored: list[tuple[float, int, str]] = []
     for n, source in enumerate(sources, 1):
-        best = max(((len(content_words(s) & wanted), s) for s in split_sentences(source.get("text", ""))),
-                   default=(0, ""))
+        best = max(
+            ((len(content_words(s) & wanted), s) for s in split_sentences(source.get("text", ""))), default=(0, "")
+        )
         if best[1]:
             scored.append((best[0] + float(source.get("score") or 0) * 1e-3, n, best[1]))
     quotes = sorted(scored, key=lambda t: -t[0])[:max_quotes]

@@ -28,14 +28,16 @@ def load_examples(name: str) -> list[dict[str, Any]]:
 
 
 class FewShotSelector:
-    def __init__(self, examples: list[dict[str, Any]], *, key: str = "question",
-                 featurizer: Featurizer | None = None) -> None:
+    def __init__(
+        self, examples: list[dict[str, Any]], *, key: str = "question", featurizer: Featurizer | None = None
+    ) -> None:
         self.examples = examples
         self.featurizer = featurizer or HashedBagOfWords()
         self._matrix = self.featurizer.embed([str(e[key]) for e in examples]) if examples else None
 
-    def select(self, query: str, k: int = 3,
-               where: Callable[[dict[str, Any]], bool] | None = None) -> list[dict[str, Any]]:
+    def select(
+        self, query: str, k: int = 3, where: Callable[[dict[str, Any]], bool] | None = None
+    ) -> list[dict[str, Any]]:
         """The ``k`` most similar examples (of those ``where`` accepts), most similar last,
         closest to the question in the prompt."""
         if self._matrix is None or k <= 0:

@@ -46,18 +46,27 @@ class PromptTemplate:
         try:
             text = self._compiled.render(**variables)
         except jinja2.UndefinedError as exc:
-            raise ConfigError(f"prompt {self.name!r} ({self.origin}) needs a variable: {exc.message}",
-                              hint="fix the template or pass the variable") from None
+            raise ConfigError(
+                f"prompt {self.name!r} ({self.origin}) needs a variable: {exc.message}",
+                hint="fix the template or pass the variable",
+            ) from None
         except jinja2.exceptions.SecurityError as exc:
-            raise ConfigError(f"prompt {self.name!r} tried something the sandbox forbids: {exc}",
-                              hint="templates may only format the variables they are given") from None
+            raise ConfigError(
+                f"prompt {self.name!r} tried something the sandbox forbids: {exc}",
+                hint="templates may only format the variables they are given",
+            ) from None
         return Rendered(text.strip(), self.name, self.version)
 
 
 class PromptLibrary:
     def __init__(self, override_dir: Path | None = None) -> None:
-        self.env = SandboxedEnvironment(undefined=jinja2.StrictUndefined, autoescape=False,
-                                        trim_blocks=True, lstrip_blocks=True, keep_trailing_newline=False)
+        self.env = SandboxedEnvironment(
+            undefined=jinja2.StrictUndefined,
+            autoescape=False,
+            trim_blocks=True,
+            lstrip_blocks=True,
+            keep_trailing_newline=False,
+        )
         # keep key order as written: a small model copies the order it is shown
         self.env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
         self.override_dir = override_dir
@@ -70,8 +79,10 @@ class PromptLibrary:
                 return path.read_text(encoding="utf-8"), str(path)
         ref = resources.files("keel.prompts").joinpath(f"templates/{name}.j2")
         if not ref.is_file():
-            raise ConfigError(f"no prompt template named {name!r}",
-                              hint=f"add {name}.j2 to the prompts folder, or use one of: {', '.join(self.names())}")
+            raise ConfigError(
+                f"no prompt template named {name!r}",
+                hint=f"add {name}.j2 to the prompts folder, or use one of: {', '.join(self.names())}",
+            )
         return ref.read_text(encoding="utf-8"), f"keel/prompts/templates/{name}.j2"
 
     def get(self, name: str) -> PromptTemplate:
@@ -80,8 +91,9 @@ class PromptLibrary:
             try:
                 compiled = self.env.from_string(source)
             except jinja2.TemplateSyntaxError as exc:
-                raise ConfigError(f"prompt {origin} line {exc.lineno}: {exc.message}",
-                                  hint="fix the Jinja2 syntax") from None
+                raise ConfigError(
+                    f"prompt {origin} line {exc.lineno}: {exc.message}", hint="fix the Jinja2 syntax"
+                ) from None
             self._cache[name] = PromptTemplate(name, source, origin, compiled)
         return self._cache[name]
 

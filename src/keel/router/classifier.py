@@ -24,8 +24,9 @@ class SoftmaxClassifier:
     bias: np.ndarray
 
     @classmethod
-    def fit(cls, X: np.ndarray, y: Sequence[str], *, l2: float = 1e-3, lr: float = 0.5,
-            epochs: int = 300) -> SoftmaxClassifier:
+    def fit(
+        cls, X: np.ndarray, y: Sequence[str], *, l2: float = 1e-3, lr: float = 0.5, epochs: int = 300
+    ) -> SoftmaxClassifier:
         """Full-batch gradient descent on cross-entropy with L2; deterministic."""
         labels = sorted(set(y))
         index = {label: i for i, label in enumerate(labels)}

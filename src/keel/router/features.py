@@ -42,7 +42,7 @@ class HashedBagOfWords:
         feats = [f"w:{w}" for w in words]
         feats += [f"b:{a} {b}" for a, b in zip(words, words[1:], strict=False)]
         joined = f" {' '.join(words)} "
-        feats += [f"c:{joined[i:i + 4]}" for i in range(max(0, len(joined) - 3))]
+        feats += [f"c:{joined[i : i + 4]}" for i in range(max(0, len(joined) - 3))]
         feats.append(f"len:{min(len(words) // 8, 6)}")
         return feats
 

@@ -50,8 +50,14 @@ def _from_label(label: str) -> tuple[str, bool]:
 
 
 class Router:
-    def __init__(self, classifier: SoftmaxClassifier, featurizer: Featurizer, settings: RouterSettings, *,
-                 judge: Judge | None = None) -> None:
+    def __init__(
+        self,
+        classifier: SoftmaxClassifier,
+        featurizer: Featurizer,
+        settings: RouterSettings,
+        *,
+        judge: Judge | None = None,
+    ) -> None:
         self.classifier = classifier
         self.featurizer = featurizer
         self.settings = settings
@@ -88,8 +94,9 @@ class Router:
             raise
         except Exception as exc:  # a failing judge must not fail the request: keep the classifier's guess
             route, needs_kb = _from_label(label)
-            return RouteDecision(route, needs_kb, f"classifier: {label} (p={p:.2f}); judge failed: {exc}",
-                                 "classifier", label, scores)
+            return RouteDecision(
+                route, needs_kb, f"classifier: {label} (p={p:.2f}); judge failed: {exc}", "classifier", label, scores
+            )
         if judged not in LABELS:
             judged = label
         route, needs_kb = _from_label(judged)

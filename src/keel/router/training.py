@@ -44,11 +44,15 @@ def _parse(lines: list[str], source: str) -> list[Example]:
             row = json.loads(line)
             text, label = str(row["text"]).strip(), str(row["label"]).strip()
         except (json.JSONDecodeError, KeyError, TypeError):
-            raise InputError(f"{source}:{n} is not a {{\"text\": ..., \"label\": ...}} JSON line",
-                             hint="write one JSON object per line with text and label") from None
+            raise InputError(
+                f'{source}:{n} is not a {{"text": ..., "label": ...}} JSON line',
+                hint="write one JSON object per line with text and label",
+            ) from None
         if label not in LABELS:
-            raise InputError(f"{source}:{n}: label {label!r} is not one of {list(LABELS)}",
-                             hint="label chat (direct answer), kb (answer from the knowledge base) or agent")
+            raise InputError(
+                f"{source}:{n}: label {label!r} is not one of {list(LABELS)}",
+                hint="label chat (direct answer), kb (answer from the knowledge base) or agent",
+            )
         if text:
             out.append((text, label))
     return out
@@ -88,8 +92,9 @@ def accuracy(model: SoftmaxClassifier, featurizer: Featurizer, examples: list[Ex
     return sum(p == label for p, (_, label) in zip(predicted, examples, strict=True)) / len(examples)
 
 
-def train(examples: list[Example], featurizer: Featurizer | None = None, *,
-          save_to: Path | None = None) -> tuple[SoftmaxClassifier, TrainReport]:
+def train(
+    examples: list[Example], featurizer: Featurizer | None = None, *, save_to: Path | None = None
+) -> tuple[SoftmaxClassifier, TrainReport]:
     """Measure on a held-out split, then fit on everything and (optionally) save."""
     featurizer = featurizer or HashedBagOfWords()
     missing = [label for label in LABELS if not any(lab == label for _, lab in examples)]

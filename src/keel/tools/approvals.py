@@ -31,7 +31,8 @@ Status = Literal["pending", "approved", "rejected", "expired", "used"]
 
 _metadata = sa.MetaData()
 _table = sa.Table(
-    "approvals", _metadata,
+    "approvals",
+    _metadata,
     sa.Column("id", sa.String(40), primary_key=True),
     sa.Column("run_id", sa.String(80), nullable=False, index=True),
     sa.Column("tool", sa.String(100), nullable=False),
@@ -102,9 +103,17 @@ class ApprovalStore:
 
     def create(self, *, run_id: str, tool: str, args: dict[str, Any], requester: str, ttl_s: float) -> Approval:
         now = self._clock()
-        row = {"id": "apr_" + secrets.token_hex(8), "run_id": run_id, "tool": tool,
-               "args_json": json.dumps(args, sort_keys=True, ensure_ascii=False), "args_hash": args_hash(tool, args),
-               "requester": requester, "created_at": now, "expires_at": now + ttl_s, "status": "pending"}
+        row = {
+            "id": "apr_" + secrets.token_hex(8),
+            "run_id": run_id,
+            "tool": tool,
+            "args_json": json.dumps(args, sort_keys=True, ensure_ascii=False),
+            "args_hash": args_hash(tool, args),
+            "requester": requester,
+            "created_at": now,
+            "expires_at": now + ttl_s,
+            "status": "pending",
+        }
         with self.engine.begin() as conn:
             conn.execute(_table.insert().values(**row))
         return self._approval(row)
@@ -127,9 +136,11 @@ class ApprovalStore:
     def expire_due(self) -> int:
         """Mark pending approvals past their expiry as expired (expiry counts as rejection)."""
         with self.engine.begin() as conn:
-            result = conn.execute(_table.update()
-                                  .where(_table.c.status == "pending", _table.c.expires_at <= self._clock())
-                                  .values(status="expired", reason="expired before a decision"))
+            result = conn.execute(
+                _table.update()
+                .where(_table.c.status == "pending", _table.c.expires_at <= self._clock())
+                .values(status="expired", reason="expired before a decision")
+            )
         return result.rowcount
 
     def decide(self, approval_id: str, *, approve: bool, approver: str, reason: str | None = None) -> Approval:
@@ -141,17 +152,21 @@ class ApprovalStore:
         if current.status == "expired":
             return current
         if current.status != "pending":
-            raise ApprovalInvalid(f"approval {approval_id} is already {current.status}",
-                                  hint="an approval can be decided once; ask again to get a new one")
+            raise ApprovalInvalid(
+                f"approval {approval_id} is already {current.status}",
+                hint="an approval can be decided once; ask again to get a new one",
+            )
         status = "approved" if approve else "rejected"
         with self.engine.begin() as conn:
-            done = conn.execute(_table.update()
-                                .where(_table.c.id == approval_id, _table.c.status == "pending")
-                                .values(status=status, decided_by=approver, decided_at=self._clock(),
-                                        reason=reason)).rowcount
+            done = conn.execute(
+                _table.update()
+                .where(_table.c.id == approval_id, _table.c.status == "pending")
+                .values(status=status, decided_by=approver, decided_at=self._clock(), reason=reason)
+            ).rowcount
         if done != 1:
-            raise ApprovalInvalid(f"approval {approval_id} was decided by someone else meanwhile",
-                                  hint="see `keel approvals list`")
+            raise ApprovalInvalid(
+                f"approval {approval_id} was decided by someone else meanwhile", hint="see `keel approvals list`"
+            )
         return self.get(approval_id)
 
     def consume(self, approval_id: str, *, tool: str, args: dict[str, Any]) -> Approval:
@@ -159,16 +174,23 @@ class ApprovalStore:
         record = self.get(approval_id)
         stored_hash = args_hash(record.tool, record.args)
         if stored_hash != record.args_hash or args_hash(tool, args) != record.args_hash:
-            raise ApprovalInvalid(f"approval {approval_id} does not match the call (its arguments were altered)",
-                                  hint="ask again: an approval covers one exact call")
+            raise ApprovalInvalid(
+                f"approval {approval_id} does not match the call (its arguments were altered)",
+                hint="ask again: an approval covers one exact call",
+            )
         if record.status != "approved":
-            raise ApprovalInvalid(f"approval {approval_id} is {record.status}, not approved",
-                                  hint="an approval works once; ask again to get a new one")
+            raise ApprovalInvalid(
+                f"approval {approval_id} is {record.status}, not approved",
+                hint="an approval works once; ask again to get a new one",
+            )
         with self.engine.begin() as conn:
-            done = conn.execute(_table.update()
-                                .where(_table.c.id == approval_id, _table.c.status == "approved",
-                                       _table.c.args_hash == record.args_hash)
-                                .values(status="used")).rowcount
+            done = conn.execute(
+                _table.update()
+                .where(
+                    _table.c.id == approval_id, _table.c.status == "approved", _table.c.args_hash == record.args_hash
+                )
+                .values(status="used")
+            ).rowcount
         if done != 1:
             raise ApprovalInvalid(f"approval {approval_id} was already used", hint="ask again to get a new one")
         return record

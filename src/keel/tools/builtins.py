@@ -73,8 +73,13 @@ BUILTIN_TOOLS: dict[str, Tool] = {
         Tool("calculator", "Evaluate an arithmetic expression exactly.", CalculatorArgs, _calculate),
         Tool("list_files", "List the files in a workspace folder.", ListArgs, _list_files),
         Tool("read_file", "Read a text file from the workspace.", PathArgs, _read_file),
-        Tool("delete_file", "Delete a file from the workspace. Cannot be undone.", PathArgs, _delete_file,
-             risk="destructive"),
+        Tool(
+            "delete_file",
+            "Delete a file from the workspace. Cannot be undone.",
+            PathArgs,
+            _delete_file,
+            risk="destructive",
+        ),
     ]
 }
 
@@ -83,8 +88,7 @@ def build_registry(settings: ToolSettings, extra: list[Tool] | None = None) -> T
     """The enabled built-ins plus ``extra``, with settings' timeouts, retries and approvals applied."""
     unknown = [n for n in settings.enabled if n not in BUILTIN_TOOLS]
     if unknown:
-        raise ConfigError(f"tools.enabled names unknown tools {unknown}",
-                          hint=f"choose from {sorted(BUILTIN_TOOLS)}")
+        raise ConfigError(f"tools.enabled names unknown tools {unknown}", hint=f"choose from {sorted(BUILTIN_TOOLS)}")
     registry = ToolRegistry()
     for tool in [*(BUILTIN_TOOLS[n] for n in settings.enabled), *(extra or [])]:
         registry.register(_configured(tool, settings))

@@ -16,8 +16,13 @@ from ..errors import InputError
 __all__ = ["evaluate"]
 
 _BINARY: dict[type[ast.operator], Callable[[Any, Any], Any]] = {
-    ast.Add: operator.add, ast.Sub: operator.sub, ast.Mult: operator.mul, ast.Div: operator.truediv,
-    ast.FloorDiv: operator.floordiv, ast.Mod: operator.mod, ast.Pow: operator.pow,
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
 }
 _UNARY: dict[type[ast.unaryop], Callable[[Any], Any]] = {ast.UAdd: operator.pos, ast.USub: operator.neg}
 _MAX_EXPONENT = 1000
@@ -32,13 +37,14 @@ def _eval(node: ast.AST) -> float | int:
     if isinstance(node, ast.BinOp) and type(node.op) in _BINARY:
         left, right = _eval(node.left), _eval(node.right)
         if isinstance(node.op, ast.Pow) and abs(right) > _MAX_EXPONENT:
-            raise InputError(f"exponent {right:g} is too large (limit {_MAX_EXPONENT})",
-                             hint="use a smaller exponent")
+            raise InputError(f"exponent {right:g} is too large (limit {_MAX_EXPONENT})", hint="use a smaller exponent")
         return _BINARY[type(node.op)](left, right)  # type: ignore[no-any-return]
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _UNARY[type(node.op)](_eval(node.operand))  # type: ignore[no-any-return]
-    raise InputError(f"{type(node).__name__} is not allowed in a calculation",
-                     hint="use numbers, + - * / // % ** and parentheses only")
+    raise InputError(
+        f"{type(node).__name__} is not allowed in a calculation",
+        hint="use numbers, + - * / // % ** and parentheses only",
+    )
 
 
 def evaluate(expression: str) -> float | int:
@@ -51,8 +57,9 @@ def evaluate(expression: str) -> float | int:
     try:
         tree = ast.parse(text, mode="eval")
     except SyntaxError:
-        raise InputError(f"{expression!r} is not an arithmetic expression",
-                         hint="use numbers, + - * / // % ** and parentheses only") from None
+        raise InputError(
+            f"{expression!r} is not an arithmetic expression", hint="use numbers, + - * / // % ** and parentheses only"
+        ) from None
     try:
         value = _eval(tree)
     except ZeroDivisionError:

@@ -18,7 +18,7 @@ import hashlib
 import json
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any, Literal
 
 from pydantic import BaseModel, ValidationError
@@ -87,8 +87,10 @@ class Tool:
             return self.args_model.model_validate(arguments)
         except ValidationError as exc:
             detail = "; ".join(f"{'.'.join(map(str, e['loc'])) or '(args)'}: {e['msg']}" for e in exc.errors())
-            raise InputError(f"invalid arguments for {self.name}: {detail}",
-                             hint=f"call {self.name} with arguments matching its schema") from None
+            raise InputError(
+                f"invalid arguments for {self.name}: {detail}",
+                hint=f"call {self.name} with arguments matching its schema",
+            ) from None
 
 
 def args_hash(tool: str, arguments: dict[str, Any]) -> str:
@@ -112,15 +114,19 @@ class ToolRegistry:
 
     def register(self, tool: Tool) -> Tool:
         if not tool.name.replace("_", "").isalnum():
-            raise InputError(f"tool name {tool.name!r} must be letters, digits and underscores",
-                             hint="rename the tool, e.g. search_orders")
+            raise InputError(
+                f"tool name {tool.name!r} must be letters, digits and underscores",
+                hint="rename the tool, e.g. search_orders",
+            )
         self._tools[tool.name] = tool
         return tool
 
     def get(self, name: str) -> Tool:
         if name not in self._tools:
-            raise InputError(f"unknown tool {name!r} (available: {', '.join(self.names()) or 'none'})",
-                             hint="call one of the available tools")
+            raise InputError(
+                f"unknown tool {name!r} (available: {', '.join(self.names()) or 'none'})",
+                hint="call one of the available tools",
+            )
         return self._tools[name]
 
     def names(self) -> list[str]:

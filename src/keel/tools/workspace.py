@@ -32,14 +32,17 @@ class Workspace:
         if "\x00" in text:
             raise InputError("the path contains a NUL byte", hint="name a plain file inside the workspace")
         if PurePosixPath(text).is_absolute() or PureWindowsPath(text).is_absolute() or PureWindowsPath(text).drive:
-            raise InputError(f"absolute path {text!r} refused",
-                             hint="give a path relative to the workspace, e.g. notes.txt")
+            raise InputError(
+                f"absolute path {text!r} refused", hint="give a path relative to the workspace, e.g. notes.txt"
+            )
         if ".." in PurePosixPath(text.replace("\\", "/")).parts:
             raise InputError(f"path {text!r} leaves the workspace", hint="stay inside the workspace folder")
         root = self.ensure()
         candidate = root / text
         real = Path(os.path.realpath(candidate))
         if real != root and root not in real.parents:
-            raise InputError(f"path {text!r} resolves outside the workspace (a symlink?)",
-                             hint="only files really inside the workspace can be used")
+            raise InputError(
+                f"path {text!r} resolves outside the workspace (a symlink?)",
+                hint="only files really inside the workspace can be used",
+            )
         return real
