@@ -247,3 +247,36 @@ def test_cli_shows_what_is_left(tmp_path):
     assert "user:ann per day" in runner.invoke(cli, ["budgets", "--user", "ann"]).stdout
     (tmp_path / "keel.yaml").write_text("budgets: {}\n")
     assert "no budgets configured" in runner.invoke(cli, ["budgets"]).stdout
+
+
+def _dead_caller_scenario(counters, user: str) -> dict:
+    """A call reserves and its process dies (no settle); the lease runs out; budget comes back."""
+    from datetime import timedelta
+
+    now = [datetime(2026, 11, 30, 6, 0, tzinfo=UTC)]
+    budgets = Budgets([BudgetLimit(scope="user", usd=3e-6)], counters, clock=lambda: now[0], lease_s=60)
+    meta = {"user_id": user}
+    orphan = budgets.reserve(model="m", max_cost_usd=2e-6, metadata=meta)
+    with pytest.raises(BudgetExceeded):
+        budgets.reserve(model="m", max_cost_usd=2e-6, metadata=meta)
+    now[0] += timedelta(seconds=61)
+    fresh = budgets.reserve(model="m", max_cost_usd=2e-6, metadata=meta)  # the orphan's lease was released
+    budgets.settle(orphan, 1e-6)  # a late settle charges its cost but does not release twice
+    budgets.settle(fresh, 2e-6)
+    return budgets.usage(meta)[0]
+
+
+def test_a_reservation_whose_caller_died_is_released_after_its_lease_sqlite(tmp_path):
+    usage = _dead_caller_scenario(SQLiteCounters(tmp_path / "b.sqlite3"), "u")
+    assert (usage["spent_usd"], usage["reserved_usd"]) == (pytest.approx(3e-6), 0.0)
+
+
+@pytest.mark.scale
+def test_a_reservation_whose_caller_died_is_released_after_its_lease_redis():
+    counters = RedisCounters("redis://127.0.0.1:6379/0", prefix=f"test:{uuid.uuid4().hex}:")
+    try:
+        usage = _dead_caller_scenario(counters, "u")
+        assert (usage["spent_usd"], usage["reserved_usd"]) == (pytest.approx(3e-6), 0.0)
+    finally:
+        for key in counters.client.scan_iter(counters.prefix + "*"):
+            counters.client.delete(key)

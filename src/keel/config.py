@@ -175,6 +175,8 @@ class BudgetSettings(_Strict):
     #: sqlite: counters in <home>/budgets.sqlite3 (one machine); redis: shared by every replica
     backend: Literal["sqlite", "redis"] = "sqlite"
     redis_url: str = "redis://127.0.0.1:6379/0"
+    #: a reservation whose call never settled (its process died) is released after this long
+    lease_s: float = Field(600.0, gt=0)
     limits: list[BudgetLimit] = Field(default_factory=list)
     #: shorthands for an all-time limit per scope
     request_usd: float | None = Field(None, ge=0)

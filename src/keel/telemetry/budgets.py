@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import sqlite3
 import threading
+import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -55,6 +56,10 @@ class Check:
 class Reservation:
     checks: tuple[Check, ...]
     amount: int
+    #: names this reservation's lease on each counter
+    id: str = ""
+    #: Unix time after which an unsettled reservation is released (its caller died)
+    expires_at: float = 0.0
 
 
 def window(per: str | None, now: datetime) -> tuple[str, datetime | None]:
@@ -79,8 +84,8 @@ def window(per: str | None, now: datetime) -> tuple[str, datetime | None]:
 
 
 class Counters(Protocol):
-    def reserve(self, checks: tuple[Check, ...], amount: int, now: datetime) -> Check | None:
-        """Reserve ``amount`` on every check atomically, or return the first without room."""
+    def reserve(self, reservation: Reservation, now: datetime) -> Check | None:
+        """Release expired leases, then reserve on every check atomically, or return the first without room."""
         ...
 
     def settle(self, reservation: Reservation, actual: int) -> None: ...
@@ -100,11 +105,13 @@ class Budgets:
         *,
         on_reject: Callable[[str], None] | None = None,
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        lease_s: float = 600.0,
     ) -> None:
         self.limits = limits
         self.counters = counters
         self.on_reject = on_reject
         self.clock = clock
+        self.lease_s = lease_s
 
     def checks(self, metadata: Mapping[str, str], now: datetime) -> tuple[Check, ...]:
         """The budgets that apply to a request with this metadata."""
@@ -130,14 +137,14 @@ class Budgets:
         checks = self.checks(metadata, now)
         if not checks:
             return None
-        amount = to_nano(max_cost_usd)
-        refused = self.counters.reserve(checks, amount, now)
+        reservation = Reservation(checks, to_nano(max_cost_usd), uuid.uuid4().hex, now.timestamp() + self.lease_s)
+        refused = self.counters.reserve(reservation, now)
         if refused is not None:
             if self.on_reject:
                 self.on_reject(refused.name.split(":", 1)[0])
             resets = refused.resets_at.strftime("%Y-%m-%dT%H:%M:%SZ") if refused.resets_at else None
             raise BudgetExceeded(refused.name, refused.limit / NANO, resets)
-        return Reservation(checks, amount)
+        return reservation
 
     def settle(self, reservation: Any, cost_usd: float) -> None:
         if reservation is not None:
@@ -162,17 +169,26 @@ class Budgets:
 
 
 class SQLiteCounters:
-    """Counters in a SQLite file; BEGIN IMMEDIATE makes check-and-reserve one step."""
+    """Counters in a SQLite file; BEGIN IMMEDIATE makes check-and-reserve one step.
+
+    Each reservation also leaves a lease row per counter; a lease that outlives its
+    expiry (the caller died before settling) is released by the next reservation.
+    """
 
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
         self._local = threading.local()
-        with self._conn() as conn:
-            conn.execute(
-                "CREATE TABLE IF NOT EXISTS budget_counters (key TEXT PRIMARY KEY, "
-                "spent INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0, expires_at REAL)"
-            )
+        conn = self._conn()
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS budget_counters (key TEXT PRIMARY KEY, "
+            "spent INTEGER NOT NULL DEFAULT 0, reserved INTEGER NOT NULL DEFAULT 0, expires_at REAL)"
+        )
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS budget_leases (id TEXT NOT NULL, key TEXT NOT NULL, "
+            "amount INTEGER NOT NULL, expires_at REAL NOT NULL, PRIMARY KEY (id, key))"
+        )
+        conn.execute("CREATE INDEX IF NOT EXISTS ix_budget_leases_expiry ON budget_leases (expires_at)")
 
     def _conn(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
@@ -183,25 +199,31 @@ class SQLiteCounters:
             self._local.conn = conn
         return conn
 
-    def reserve(self, checks: tuple[Check, ...], amount: int, now: datetime) -> Check | None:
+    def reserve(self, reservation: Reservation, now: datetime) -> Check | None:
         conn = self._conn()
+        ts = now.timestamp()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            for check in checks:
+            _release_expired(conn, ts)
+            for check in reservation.checks:
                 row = conn.execute(
                     "SELECT spent + reserved FROM budget_counters WHERE key = ?", (check.key,)
                 ).fetchone()
-                if (row[0] if row else 0) + amount > check.limit:
-                    conn.execute("ROLLBACK")
+                if (row[0] if row else 0) + reservation.amount > check.limit:
+                    conn.execute("COMMIT")  # keep what _release_expired gave back
                     return check
-            for check in checks:
-                expires = now.timestamp() + check.ttl_s(now) if check.resets_at else None
+            for check in reservation.checks:
+                expires = ts + check.ttl_s(now) if check.resets_at else None
                 conn.execute(
                     "INSERT INTO budget_counters (key, reserved, expires_at) VALUES (?, ?, ?) "
                     "ON CONFLICT(key) DO UPDATE SET reserved = reserved + excluded.reserved",
-                    (check.key, amount, expires),
+                    (check.key, reservation.amount, expires),
                 )
-            conn.execute("DELETE FROM budget_counters WHERE expires_at < ?", (now.timestamp(),))
+                conn.execute(
+                    "INSERT INTO budget_leases (id, key, amount, expires_at) VALUES (?, ?, ?, ?)",
+                    (reservation.id, check.key, reservation.amount, reservation.expires_at),
+                )
+            conn.execute("DELETE FROM budget_counters WHERE expires_at < ?", (ts,))
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -212,10 +234,14 @@ class SQLiteCounters:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.executemany(
-                "UPDATE budget_counters SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
-                [(reservation.amount, actual, c.key) for c in reservation.checks],
-            )
+            for check in reservation.checks:
+                held = conn.execute(
+                    "DELETE FROM budget_leases WHERE id = ? AND key = ?", (reservation.id, check.key)
+                ).rowcount
+                conn.execute(
+                    "UPDATE budget_counters SET reserved = reserved - ?, spent = spent + ? WHERE key = ?",
+                    (reservation.amount if held else 0, actual, check.key),
+                )
             conn.execute("COMMIT")
         except BaseException:
             conn.execute("ROLLBACK")
@@ -226,25 +252,59 @@ class SQLiteCounters:
         return (row[0], row[1]) if row else (0, 0)
 
 
+def _release_expired(conn: sqlite3.Connection, ts: float) -> None:
+    """Give back what calls that never settled still hold."""
+    expired = conn.execute(
+        "SELECT key, SUM(amount) FROM budget_leases WHERE expires_at < ? GROUP BY key", (ts,)
+    ).fetchall()
+    if expired:
+        conn.executemany(
+            "UPDATE budget_counters SET reserved = reserved - ? WHERE key = ?", [(a, k) for k, a in expired]
+        )
+        conn.execute("DELETE FROM budget_leases WHERE expires_at < ?", (ts,))
+
+
 _RESERVE_LUA = """
-local amount = tonumber(ARGV[1])
-for i, key in ipairs(KEYS) do
+-- KEYS: counter, leases, counter, leases, ...  ARGV: amount, id, now, expires, then limit and ttl per counter
+local amount, id, now, expires = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), ARGV[4]
+local n = #KEYS / 2
+for i = 1, n do
+  local key, leases = KEYS[2 * i - 1], KEYS[2 * i]
+  local all = redis.call('HGETALL', leases)
+  for j = 1, #all, 2 do
+    local held, until_ = string.match(all[j + 1], '^(%d+)|(.+)$')
+    if tonumber(until_) < now then
+      redis.call('HINCRBY', key, 'reserved', -tonumber(held))
+      redis.call('HDEL', leases, all[j])
+    end
+  end
+end
+for i = 1, n do
+  local key = KEYS[2 * i - 1]
   local used = tonumber(redis.call('HGET', key, 'spent') or '0')
              + tonumber(redis.call('HGET', key, 'reserved') or '0')
-  if used + amount > tonumber(ARGV[2 * i]) then return i end
+  if used + amount > tonumber(ARGV[3 + 2 * i]) then return i end
 end
-for i, key in ipairs(KEYS) do
+for i = 1, n do
+  local key, leases = KEYS[2 * i - 1], KEYS[2 * i]
   redis.call('HINCRBY', key, 'reserved', amount)
-  local ttl = tonumber(ARGV[2 * i + 1])
-  if ttl > 0 then redis.call('EXPIRE', key, ttl) end
+  redis.call('HSET', leases, id, amount .. '|' .. expires)
+  local ttl = tonumber(ARGV[4 + 2 * i])
+  if ttl > 0 then
+    redis.call('EXPIRE', key, ttl)
+    redis.call('EXPIRE', leases, ttl)
+  end
 end
 return 0
 """
 
 _SETTLE_LUA = """
-for _, key in ipairs(KEYS) do
-  redis.call('HINCRBY', key, 'reserved', -tonumber(ARGV[1]))
-  redis.call('HINCRBY', key, 'spent', tonumber(ARGV[2]))
+-- KEYS: counter, leases, ...  ARGV: id, amount, actual
+for i = 1, #KEYS, 2 do
+  if redis.call('HDEL', KEYS[i + 1], ARGV[1]) == 1 then
+    redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[2]))
+  end
+  redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[3]))
 end
 return 0
 """
@@ -282,16 +342,20 @@ class RedisCounters:
                 hint="start Redis or fix budgets.redis_url; calls are refused until then",
             ) from None
 
-    def reserve(self, checks: tuple[Check, ...], amount: int, now: datetime) -> Check | None:
-        args: list[int] = [amount]
+    def _keys(self, checks: tuple[Check, ...]) -> list[str]:
+        return [k for c in checks for k in (self.prefix + c.key, self.prefix + c.key + ":leases")]
+
+    def reserve(self, reservation: Reservation, now: datetime) -> Check | None:
+        checks = reservation.checks
+        args: list[Any] = [reservation.amount, reservation.id, now.timestamp(), repr(reservation.expires_at)]
         for check in checks:
             args += [check.limit, check.ttl_s(now)]
-        refused = int(self._run(self._reserve, keys=[self.prefix + c.key for c in checks], args=args))
+        refused = int(self._run(self._reserve, keys=self._keys(checks), args=args))
         return checks[refused - 1] if refused else None
 
     def settle(self, reservation: Reservation, actual: int) -> None:
-        keys = [self.prefix + c.key for c in reservation.checks]
-        self._run(self._settle, keys=keys, args=[reservation.amount, actual])
+        args = [reservation.id, reservation.amount, actual]
+        self._run(self._settle, keys=self._keys(reservation.checks), args=args)
 
     def used(self, key: str) -> tuple[int, int]:
         spent, reserved = self._run(self.client.hmget, name=self.prefix + key, keys=["spent", "reserved"])
@@ -310,4 +374,4 @@ def build_budgets(settings: Settings, *, on_reject: Callable[[str], None] | None
         counters = SQLiteCounters(settings.data_dir / "budgets.sqlite3")
     else:  # pragma: no cover - the settings model forbids it
         raise ConfigError(f"unknown budgets.backend {settings.budgets.backend!r}", hint="use sqlite or redis")
-    return Budgets(limits, counters, on_reject=on_reject)
+    return Budgets(limits, counters, on_reject=on_reject, lease_s=settings.budgets.lease_s)
