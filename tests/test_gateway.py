@@ -7,7 +7,14 @@ import random
 import pytest
 
 from keel.config import GatewaySettings, ModelConfig
-from keel.errors import AllModelsFailed, BudgetExceeded, CircuitOpen, ModelRefused, ModelUnavailable, RateLimited
+from keel.errors import (
+    AllModelsFailed,
+    BudgetExceeded,
+    CircuitOpen,
+    ModelRefused,
+    ModelUnavailable,
+    RateLimited,
+)
 from keel.models import ChatRequest, FakeProvider, Gateway, Message
 from keel.models.breaker import CircuitBreaker
 from keel.models.cache import MemoryCache

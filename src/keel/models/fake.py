@@ -13,7 +13,15 @@ import threading
 from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
-from .base import ChatRequest, ChatResponse, StreamChunk, ToolCall, Usage, estimate_request_tokens, estimate_tokens
+from .base import (
+    ChatRequest,
+    ChatResponse,
+    StreamChunk,
+    ToolCall,
+    Usage,
+    estimate_request_tokens,
+    estimate_tokens,
+)
 
 __all__ = ["FakeProvider", "FunctionProvider"]
 
