@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from ..guardrails import content_words, split_sentences
+from ..guardrails import relevance, split_sentences
 
 __all__ = ["focus", "focused_sources"]
 
@@ -19,8 +19,7 @@ def focus(question: str, text: str, limit: int = 600) -> str:
     sentences = split_sentences(text)
     if not sentences or len(text) <= limit:
         return " ".join(sentences) if sentences else text
-    wanted = content_words(question)
-    best = max(range(len(sentences)), key=lambda i: (len(content_words(sentences[i]) & wanted), -i))
+    best = max(range(len(sentences)), key=lambda i: (relevance(question, sentences[i]), -i))
     picked: list[str] = []
     for sentence in sentences[best:]:
         if picked and sum(len(s) + 1 for s in picked) + len(sentence) > limit:

@@ -16,7 +16,14 @@ from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Grounding", "SentenceSupport", "content_words", "score_groundedness", "split_sentences"]
+__all__ = [
+    "Grounding",
+    "SentenceSupport",
+    "content_words",
+    "relevance",
+    "score_groundedness",
+    "split_sentences",
+]
 
 _STOP = frozenset(
     [
@@ -158,6 +165,20 @@ def _stem(word: str) -> str:
         if len(word) > len(suffix) + 2 and word.endswith(suffix):
             return word[: -len(suffix)]
     return word
+
+
+def _bigrams(text: str) -> set[tuple[str, str]]:
+    words = [w.casefold() for w in _WORD.findall(text)]
+    return set(zip(words, words[1:], strict=False))
+
+
+def relevance(question: str, sentence: str) -> float:
+    """How well a sentence answers a question: shared content words plus shared word pairs (so "the with
+    statement" counts "with", a stop word in English and a keyword in Python), scaled down for text
+    that is mostly symbols (grammar rules, code)."""
+    shared = len(content_words(question) & content_words(sentence)) + len(_bigrams(question) & _bigrams(sentence))
+    letters = sum(ch.isalpha() or ch.isspace() for ch in sentence) / max(1, len(sentence))
+    return shared * (1.0 if letters >= 0.85 else 0.25)
 
 
 def content_words(text: str) -> set[str]:

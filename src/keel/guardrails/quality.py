@@ -18,7 +18,7 @@ from typing import Any
 
 from ..config import GuardrailSettings
 from ..structured.schema import OutputSchema, SchemaMismatch
-from .grounding import Grounding, content_words, score_groundedness, split_sentences
+from .grounding import Grounding, content_words, relevance, score_groundedness, split_sentences
 from .leaks import find_pii, find_secrets, new_findings, redact
 
 __all__ = ["Check", "QualityGuard", "QualityReport", "extractive_answer", "is_non_answer"]
@@ -124,13 +124,10 @@ def extractive_answer(question: str, sources: Sequence[dict[str, Any]], *, max_q
     content words; quotes the best sentence of the best sources, redacting any
     secret or personal data.
     """
-    wanted = content_words(question)
     scored: list[tuple[float, int, str]] = []
     for n, source in enumerate(sources, 1):
-        best = max(
-            ((len(content_words(s) & wanted), s) for s in split_sentences(source.get("text", ""))), default=(0, "")
-        )
-        if best[1]:
+        best = max(((relevance(question, s), s) for s in split_sentences(source.get("text", ""))), default=(0.0, ""))
+        if best[1] and best[0] > 0:
             scored.append((best[0] + float(source.get("score") or 0) * 1e-3, n, best[1]))
     quotes = sorted(scored, key=lambda t: -t[0])[:max_quotes]
     if not quotes:
