@@ -50,12 +50,23 @@ def _list_traces(config: Path | None, limit: int, since: str | None, as_json: bo
     if not rows:
         console.print("no traces yet: run `keel ask` (or any model call) first")
         return
+    from rich.table import Column, Table
+
+    table = Table("started", "root", "ms", "spans", "tokens", "USD", "status")
+    table.columns.insert(0, Column("trace id", no_wrap=True, min_width=32))  # the id is what you copy
     for r in rows:
-        flag = " [red]error[/red]" if r.status == "error" else ""
-        console.print(
-            f"{r.trace_id}  {_when(r.start_time)}  {r.name:<28} {r.duration_ms:9.1f} ms  "
-            f"{r.spans:3d} spans  {r.input_tokens}→{r.output_tokens} tok  ${r.cost_usd:.6f}{flag}"
+        status = "[red]error[/red]" if r.status == "error" else r.status
+        table.add_row(
+            r.trace_id,
+            _when(r.start_time),
+            r.name,
+            f"{r.duration_ms:.1f}",
+            str(r.spans),
+            f"{r.input_tokens}→{r.output_tokens}",
+            f"{r.cost_usd:.6f}",
+            status,
         )
+    console.print(table)
 
 
 def _register_traces(app: typer.Typer) -> None:
