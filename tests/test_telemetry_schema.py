@@ -78,3 +78,13 @@ def test_a_row_that_cannot_be_built_is_logged_and_the_rest_is_written(tmp_path, 
     with engine.connect() as conn:
         assert conn.execute(sa.text("SELECT event FROM keel_audit")).scalars().all() == ["e"]
     assert "dropped a row that could not be built" in caplog.text
+
+
+def test_every_name_in_keel_telemetry_all_resolves():
+    import keel.telemetry
+
+    assert keel.telemetry.__all__ == sorted(keel.telemetry.__all__)
+    for name in keel.telemetry.__all__:
+        assert getattr(keel.telemetry, name) is not None, name
+    with pytest.raises(AttributeError):
+        _ = keel.telemetry.nothing_here
