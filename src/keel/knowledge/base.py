@@ -10,6 +10,7 @@ with reciprocal rank fusion; ``mode="vector"`` or ``"keyword"`` uses one side.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any, Literal
 
@@ -57,6 +58,7 @@ class KnowledgeBase:
             self.close()
             raise
         self._cache_path = self.folder / "embeddings.sqlite3"
+        self._pool = ThreadPoolExecutor(max_workers=1, thread_name_prefix="keel-keyword")
 
     @property
     def embedder(self) -> Embedder:
@@ -160,8 +162,13 @@ class KnowledgeBase:
             raise InputError(f"k must be at least 1 (got {k})")
         name = self._name(kb)
         n = max(self.settings.candidates, k)
-        vector = self._vector_side(query, name, n, where) if mode != "keyword" else []
-        keyword = self.catalog.keyword_search(name, query, n, where) if mode != "vector" else []
+        if mode == "hybrid":  # both sides at once: SQLite, numpy and Chroma all release the GIL
+            pending = self._pool.submit(self.catalog.keyword_search, name, query, n, where)
+            vector = self._vector_side(query, name, n, where)
+            keyword = pending.result()
+        else:
+            vector = self._vector_side(query, name, n, where) if mode == "vector" else []
+            keyword = self.catalog.keyword_search(name, query, n, where) if mode == "keyword" else []
         if mode == "vector":
             ranked = vector
         elif mode == "keyword":
@@ -203,6 +210,9 @@ class KnowledgeBase:
         return hits
 
     def close(self) -> None:
+        pool = getattr(self, "_pool", None)
+        if pool is not None:
+            pool.shutdown(wait=True)
         for thing in (getattr(self, "catalog", None), self._embedder):
             close = getattr(thing, "close", None)
             if close:

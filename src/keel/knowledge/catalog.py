@@ -63,7 +63,7 @@ _STOPWORDS = frozenset([
 ])
 _WORD = re.compile(r"\w+", re.UNICODE)
 #: words in more than this share of a knowledge base's chunks are dropped from keyword queries
-COMMON_SHARE = 0.05
+COMMON_SHARE = 0.1
 #: below this many chunks every query word is kept: FTS5 is fast enough there without pruning
 PRUNE_FROM_CHUNKS = 5000
 _TOKENIZE = "porter unicode61"
