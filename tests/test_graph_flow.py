@@ -439,3 +439,10 @@ def test_chat_session_keeps_history_in_the_checkpointer(home: Path) -> None:
     h.runtime.ask("nice to meet you, what is my name", session="c1")
     second = [r for r in h.provider.requests if r.metadata["purpose"] == "answer"][1].messages
     assert [m.content for m in second if m.role in ("user", "assistant")][:2] == ["hello, I am Ann", "Hi Ann!"]
+
+
+def test_a_repeating_but_grounded_answer_is_repaired_without_a_model_call(home: Path) -> None:
+    h = Harness(home, {"answer": [f"{WITH_ANSWER} {WITH_ANSWER}"]})
+    answer = h.runtime.ask("what does the with statement do?")
+    assert (answer.guardrail["verdict"], answer.guardrail["reason"]) == ("revised", "repeated sentences removed")
+    assert answer.answer == WITH_ANSWER and len(h.provider.requests) == 1

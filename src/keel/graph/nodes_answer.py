@@ -7,7 +7,7 @@ from typing import Any
 
 from openinference.semconv.trace import SpanAttributes as SA
 
-from ..guardrails import extractive_answer, find_pii, find_secrets, redact
+from ..guardrails import extractive_answer, find_pii, find_secrets, redact, without_repeats
 from ..models.base import Message
 from .deps import GraphDeps
 from .excerpt import focused_sources
@@ -96,7 +96,8 @@ def _give_up(state: dict[str, Any], report: Any) -> tuple[str, dict[str, Any]]:
     sources += [{"text": t["result"], "score": 0.0} for t in state.get("tool_log") or [] if t.get("ok")]
     quoted = extractive_answer(state["question"], sources) if sources else ""
     if quoted:
-        return quoted, _verdict("fallback", report, "the answer was not supported; quoting the sources instead")
+        failed = ", ".join(c.name for c in report.checks if not c.passed)
+        return quoted, _verdict("fallback", report, f"the answer failed {failed}; quoting the sources instead")
     leaks = find_secrets(state["draft"]) + find_pii(state["draft"])
     if leaks:
         return redact(state["draft"], leaks), _verdict("blocked", report, "the answer contained secrets or PII")
@@ -142,6 +143,15 @@ def _judge_draft(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     if report.passed:
         verdict = "revised" if state.get("reasks", 0) else "pass"
         return {"answer": state["draft"], "guardrail": _verdict(verdict, report), "problems": []}
+    if [c.name for c in report.checks if not c.passed] == ["repetition"]:
+        repaired = without_repeats(state["draft"])
+        again = deps.guard.check(repaired, question=state["question"], sources=evidence, schema=state.get("schema"))
+        if again.passed:
+            return {
+                "answer": repaired,
+                "problems": [],
+                "guardrail": _verdict("revised", again, "repeated sentences removed"),
+            }
     if state.get("reasks", 0) < deps.settings.guardrails.max_reasks:
         return {"reasks": state.get("reasks", 0) + 1, "problems": report.problems}
     answer, guardrail = _give_up(state, report)

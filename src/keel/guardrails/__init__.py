@@ -3,7 +3,7 @@
 from .grounding import Grounding, SentenceSupport, content_words, relevance, score_groundedness, split_sentences
 from .input_guard import InputVerdict, scan_input, validate_question
 from .leaks import Finding, find_pii, find_secrets, redact
-from .quality import Check, QualityGuard, QualityReport, extractive_answer, is_non_answer
+from .quality import Check, QualityGuard, QualityReport, extractive_answer, is_non_answer, without_repeats
 
 __all__ = [
     "Check",
@@ -24,4 +24,5 @@ __all__ = [
     "score_groundedness",
     "split_sentences",
     "validate_question",
+    "without_repeats",
 ]

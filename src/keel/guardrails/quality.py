@@ -18,10 +18,10 @@ from typing import Any
 
 from ..config import GuardrailSettings
 from ..structured.schema import OutputSchema, SchemaMismatch
-from .grounding import Grounding, content_words, relevance, score_groundedness, split_sentences
+from .grounding import _SENTENCE_END, Grounding, content_words, relevance, score_groundedness, split_sentences
 from .leaks import find_pii, find_secrets, new_findings, redact
 
-__all__ = ["Check", "QualityGuard", "QualityReport", "extractive_answer", "is_non_answer"]
+__all__ = ["Check", "QualityGuard", "QualityReport", "extractive_answer", "is_non_answer", "without_repeats"]
 
 #: (answer, sources, question) -> Grounding; a model-based scorer can replace the lexical one
 GroundingScorer = Callable[[str, Sequence[str], str], Grounding]
@@ -64,6 +64,21 @@ def _repeated_sentences(text: str) -> list[str]:
             repeated.append(sentence)
         seen.add(key)
     return repeated
+
+
+def without_repeats(text: str) -> str:
+    """The answer with every sentence said before dropped: repairs a small model's loop for free."""
+    seen: set[str] = set()
+    kept = []
+    for part in _SENTENCE_END.split(text):  # citations kept, unlike split_sentences
+        sentence = " ".join(part.split())
+        if not sentence:
+            continue
+        key = " ".join(sorted(content_words(sentence))) or sentence
+        if key not in seen:
+            kept.append(sentence)
+        seen.add(key)
+    return " ".join(kept)
 
 
 def is_non_answer(text: str) -> bool:
