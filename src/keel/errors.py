@@ -204,12 +204,19 @@ class BudgetExceeded(RunError):
     def __init__(self, budget: str, limit_usd: float, resets_at: str | None = None) -> None:
         when = f"; it resets at {resets_at}" if resets_at else ""
         super().__init__(
-            f"budget {budget!r} (${limit_usd:.4f}) would be exceeded{when}",
+            f"budget {budget!r} ({_usd(limit_usd)}) would be exceeded{when}",
             hint="raise the budget in keel.yaml (budgets:) or wait for it to reset",
         )
         self.budget = budget
         self.limit_usd = limit_usd
         self.resets_at = resets_at
+
+
+def _usd(amount: float) -> str:
+    """Dollars as people write them: $10.00, and small budgets without rounding to zero."""
+    if amount >= 0.01 or amount == 0:
+        return f"${amount:,.2f}"
+    return "$" + f"{amount:.8f}".rstrip("0")
 
 
 class ValidationFailed(RunError):
