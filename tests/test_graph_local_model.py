@@ -91,4 +91,6 @@ def test_kb_question_and_private_refusal_on_the_embedded_model(keel_home: Path) 
     else:
         assert "wrap the execution of a block" in answer.answer
     refused = runtime.ask("how many vacation days do new employees get?")
-    assert refused.guardrail["verdict"] == "refused" and refused.usage["model_calls"] == 0
+    # at most the judge was asked (when the router was unsure); no answer was drafted
+    assert refused.guardrail["verdict"] == "refused" and "nothing relevant" in refused.answer
+    assert refused.usage["model_calls"] <= 1 and refused.sources == []
