@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
@@ -248,6 +249,7 @@ def _append_many(url: str, tag: str, n: int, go) -> None:  # type: ignore[no-unt
     go.wait(60)  # both processes start appending at the same moment
     for i in range(n):
         ledger.append("tool_call", {"writer": tag, "i": i})
+        time.sleep(0.002)  # yield the core, so the two writers overlap even on a loaded machine
 
 
 def test_two_processes_appending_at_once_keep_one_chain(url):
