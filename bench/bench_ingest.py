@@ -29,6 +29,7 @@ from keel.knowledge.loaders import load_file
 
 HERE = Path(__file__).parent
 MANUAL = Path("/usr/share/doc/bash/bashref.pdf")
+QUERY = "how do I feed several lines of text to a command from inside a script"
 
 
 class Timed:
@@ -92,7 +93,7 @@ def main() -> None:
         embedder = Timed(home)
         kb = KnowledgeBase(KnowledgeSettings(), home, embedder=embedder)
         report = kb.ingest([pdf])
-        hits = kb.search("how do I make a variable available to child processes", k=3)
+        hits = kb.search(QUERY, k=3)
         searchable_s = time.perf_counter() - start
         assert report.ok and hits, report.failed
 
@@ -114,7 +115,7 @@ def main() -> None:
     print(f"same PDF again: {again.seconds:.3f} s, {again.documents} documents re-stored, {again.embedded} embedded")
     print(f"into a second knowledge base, embedding cache warm: {warm_s:.2f} s, {warm.embedded} embedded "
           f"({searchable_s / warm_s:.1f}x faster than cold)")
-    print(f"top hit for 'how do I make a variable available to child processes': "
+    print(f"top hit for {QUERY!r}: "
           f"page {hits[0].page}: {' '.join(hits[0].text.split())[:100]}")
 
 

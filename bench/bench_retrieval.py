@@ -17,7 +17,7 @@ single retrievers, measured in the same run.
 
 ``--manual`` is the new-user check instead: the whole Bash Reference Manual
 PDF (Debian bash-doc, 196 pages) and pip's Markdown topic pages (Debian
-python3-pip, gunzipped into a temporary folder), then 26 questions written in
+python3-pip, gunzipped into <home>/pip-docs), then 26 questions written in
 other words than the text (bench/data/manual_questions.jsonl): is the right
 page (or, for Markdown, the right file) in the top 3?
 
@@ -33,7 +33,6 @@ import json
 import math
 import shutil
 import statistics
-import tempfile
 import time
 from pathlib import Path
 
@@ -77,29 +76,33 @@ def manual_check(home: Path) -> None:
     questions = [json.loads(line) for line in (HERE / "data" / "manual_questions.jsonl").read_text().splitlines()
                  if line.strip()]
     kb = KnowledgeBase(KnowledgeSettings(), home)
-    with tempfile.TemporaryDirectory() as tmp:
-        folder = Path(tmp) / "pip-docs"
-        folder.mkdir()
-        for f in topics.iterdir():
-            if f.suffix == ".gz":
-                (folder / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
-            else:
-                shutil.copy(f, folder / f.name)
-        report = kb.ingest([pdf, folder], kb="manual")
+    folder = home / "pip-docs"  # a fixed place: the same files are the same documents next run
+    folder.mkdir(parents=True, exist_ok=True)
+    for f in topics.iterdir():
+        if f.suffix == ".gz":
+            (folder / f.stem).write_bytes(gzip.decompress(f.read_bytes()))
+        else:
+            shutil.copy(f, folder / f.name)
+    report = kb.ingest([pdf, folder], kb="manual")
     print(f"ingested: {report.documents} new, {report.unchanged} unchanged, {report.pages} pages, "
           f"{report.chunks} chunks, {report.seconds:.1f} s; skipped: "
           + (", ".join(f"{Path(f.path).name} ({f.message.split(': ', 1)[-1]})" for f in report.failed) or "none"))
-    for mode in MODES:
+    other = 1.0 if kb.settings.keyword_weight != 1.0 else 0.5
+    variants = [(mode, None) for mode in MODES] + [("hybrid", other)]
+    for mode, keyword_weight in variants:
+        if keyword_weight is not None:
+            kb.settings = kb.settings.model_copy(update={"keyword_weight": keyword_weight})
         top1 = top3 = 0
         for q in questions:
             hits = kb.search(q["q"], kb="manual", k=3, mode=mode)  # type: ignore[arg-type]
             ok = [Path(h.uri).name == q["file"] and h.page in q["pages"] for h in hits]
             top1 += ok[0] if ok else 0
             top3 += any(ok)
-            if mode == "hybrid" and not any(ok):
+            if mode == "hybrid" and keyword_weight is None and not any(ok):
                 got = ", ".join(f"{Path(h.uri).name} p.{h.page}" for h in hits)
                 print(f"  miss: {q['q']}  (want {q['file']} {q['pages']}; got {got})")
-        print(f"{mode:<8} right page in top 3: {top3}/{len(questions)}  at rank 1: {top1}/{len(questions)}")
+        label = mode if keyword_weight is None else f"{mode} (keyword weight {keyword_weight})"
+        print(f"{label:<8} right page in top 3: {top3}/{len(questions)}  at rank 1: {top1}/{len(questions)}")
     kb.close()
 
 

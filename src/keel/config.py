@@ -274,9 +274,9 @@ class KnowledgeSettings(_Strict):
     candidates: int = Field(50, ge=1)
     #: reciprocal rank fusion constant: higher flattens the weight of the top ranks
     rrf_k: int = Field(60, ge=1)
-    #: weights of the vector and keyword lists in the fusion
+    #: weights of the vector and keyword lists in the fusion (keyword 0.5: see bench/RESULTS.md, knowledge base)
     vector_weight: float = Field(1.0, ge=0)
-    keyword_weight: float = Field(1.0, ge=0)
+    keyword_weight: float = Field(0.5, ge=0)
     embeddings: EmbeddingSettings = EmbeddingSettings()
 
     @field_validator("chunk_overlap")
