@@ -446,3 +446,11 @@ def test_a_repeating_but_grounded_answer_is_repaired_without_a_model_call(home: 
     answer = h.runtime.ask("what does the with statement do?")
     assert (answer.guardrail["verdict"], answer.guardrail["reason"]) == ("revised", "repeated sentences removed")
     assert answer.answer == WITH_ANSWER and len(h.provider.requests) == 1
+
+
+def test_an_answer_cut_by_the_token_limit_loses_its_unfinished_sentence() -> None:
+    from keel.graph.nodes_answer import complete_sentences
+
+    assert complete_sentences("It wraps a block. The with statement is") == "It wraps a block."
+    assert complete_sentences("no sentence ends here") == "no sentence ends here"
+    assert complete_sentences("Done [1]") == "Done [1]"

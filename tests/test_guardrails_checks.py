@@ -122,3 +122,15 @@ def test_extractive_answer_quotes_the_best_sentences_with_citations() -> None:
     assert text.startswith("From the sources:") and "wrap the execution of a block" in text and "[2]" in text
     assert "admin@example.com" not in extractive_answer("who to contact about the context manager", sources)
     assert extractive_answer("x", []) == ""
+
+
+def test_near_repeats_count_and_are_removed_by_the_repair() -> None:
+    from keel.guardrails import without_repeats
+
+    text = (
+        "The with statement runs a block inside a context manager. It wraps errors. "
+        "It is used to run a block inside a context manager."
+    )
+    report = QualityGuard(GuardrailSettings()).check(text, question="q", sources=[])
+    assert [c.name for c in report.checks if not c.passed] == ["repetition"]
+    assert without_repeats(text) == "The with statement runs a block inside a context manager. It wraps errors."

@@ -60,7 +60,18 @@ def fast_answer(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
         json_schema=state.get("schema"),
         max_tokens=160,
     )
-    return {**accounting, "producer": "fast", "draft": response.text.strip()}
+    draft = response.text.strip()
+    if response.finish_reason == "length" and state.get("schema") is None:
+        draft = complete_sentences(draft)
+    return {**accounting, "producer": "fast", "draft": draft}
+
+
+def complete_sentences(text: str) -> str:
+    """Drop the sentence the token limit cut off, if an earlier one ended."""
+    end = max(text.rfind(". "), text.rfind(".\n"), text.rfind("? "), text.rfind("! "))
+    if text.endswith((".", "?", "!", "]")) or end < 0:
+        return text
+    return text[: end + 1]
 
 
 def blocked_response(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:

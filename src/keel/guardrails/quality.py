@@ -54,30 +54,36 @@ class QualityReport:
         return all(c.passed for c in self.checks)
 
 
+def _echoes(words: set[str], earlier: list[set[str]], overlap: float = 0.75) -> bool:
+    """Whether a sentence mostly says again what an earlier one said (Jaccard over content words)."""
+    return len(words) >= 3 and any(len(words & e) / len(words | e) >= overlap for e in earlier)
+
+
 def _repeated_sentences(text: str) -> list[str]:
-    """Sentences said more than once: a small model's tell that it lost the thread."""
-    seen: set[str] = set()
+    """Sentences said (nearly) again: a small model's tell that it lost the thread."""
+    earlier: list[set[str]] = []
     repeated = []
     for sentence in split_sentences(text):
-        key = " ".join(sorted(content_words(sentence)))
-        if len(key) > 10 and key in seen and sentence not in repeated:
+        words = content_words(sentence)
+        if _echoes(words, earlier) and sentence not in repeated:
             repeated.append(sentence)
-        seen.add(key)
+        earlier.append(words)
     return repeated
 
 
 def without_repeats(text: str) -> str:
-    """The answer with every sentence said before dropped: repairs a small model's loop for free."""
-    seen: set[str] = set()
+    """The answer with every sentence that echoes an earlier one dropped: repairs a small model's loop
+    for free."""
+    earlier: list[set[str]] = []
     kept = []
     for part in _SENTENCE_END.split(text):  # citations kept, unlike split_sentences
         sentence = " ".join(part.split())
         if not sentence:
             continue
-        key = " ".join(sorted(content_words(sentence))) or sentence
-        if key not in seen:
+        words = content_words(sentence)
+        if not _echoes(words, earlier):
             kept.append(sentence)
-        seen.add(key)
+        earlier.append(words)
     return " ".join(kept)
 
 
