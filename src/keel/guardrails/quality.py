@@ -147,7 +147,10 @@ def extractive_answer(question: str, sources: Sequence[dict[str, Any]], *, max_q
     """
     scored: list[tuple[float, int, str]] = []
     for n, source in enumerate(sources, 1):
-        best = max(((relevance(question, s), s) for s in split_sentences(source.get("text", ""))), default=(0.0, ""))
+        sentences = split_sentences(source.get("text", ""))
+        # the best sentence; on a tie the earliest (documents state the point before the details)
+        ranked = sorted(range(len(sentences)), key=lambda i: (-relevance(question, sentences[i]), i))
+        best = (relevance(question, sentences[ranked[0]]), sentences[ranked[0]]) if sentences else (0.0, "")
         if best[1] and best[0] > 0:
             scored.append((best[0] + float(source.get("score") or 0) * 1e-3, n, best[1]))
     quotes = sorted(scored, key=lambda t: -t[0])[:max_quotes]
