@@ -145,3 +145,8 @@ def test_demo_corpus_is_one_document_per_topic() -> None:
     assert all(d.blocks and d.title for d in docs)
     # sub-headings become section headings
     assert any(b.heading == "Coroutine function definition" for b in by_uri["pydoc:async"].blocks)
+
+
+def test_pdf_dot_leaders_are_collapsed(tmp_path: Path) -> None:
+    pdf = write_pdf(tmp_path / "toc.pdf", ["3.6 Redirections . . . . . . . . . . . . . . 38"])
+    assert load_file(pdf, max_bytes=MB).blocks[0].text.strip() == "3.6 Redirections … 38"

@@ -156,6 +156,7 @@ def _pdf(path: Path, data: bytes, uri: str, digest: str) -> Document:
 
 def _clean_pdf_text(text: str) -> str:
     text = re.sub(r"-\n(?=[a-z])", "", text)  # re-join hyphenated line breaks
+    text = re.sub(r"(?:\s*\.){4,}", " … ", text)  # table-of-contents dot leaders: noise to both indexes
     return re.sub(r"[ \t]+", " ", text)
 
 
