@@ -33,6 +33,10 @@ from .vectors import VectorStore
 
 __all__ = ["FileError", "IngestReport", "Ingestor", "Unchanged", "load_paths"]
 
+#: bump when loading or chunking changes what a file turns into: every document is re-ingested once
+#: (chunks whose text did not change come from the embedding cache)
+PIPELINE_VERSION = 2
+
 #: called after each file: (files done, files in total, what was just done)
 Progress = Callable[[int, int, str], None]
 
@@ -152,8 +156,8 @@ class Ingestor:
         return f"{len(chunks)} chunks from {doc.title}"
 
     def _version(self, content_hash: str) -> str:
-        """Content plus how it was processed: a new model or chunk size re-ingests, nothing else does."""
-        key = f"{content_hash}\0{self.embedder.name}\0{self.size}\0{self.overlap}"
+        """Content plus how it is processed: a new model, chunk size or pipeline version re-ingests."""
+        key = f"{content_hash}\0{self.embedder.name}\0{self.size}\0{self.overlap}\0{PIPELINE_VERSION}"
         return hashlib.sha256(key.encode()).hexdigest()
 
     @staticmethod
