@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from keel.cli import main
+from keel.router import bundled_examples
 
 CONFIG = """\
 models:
@@ -150,6 +151,6 @@ def test_router_train_on_user_labels(env: dict[str, Any], capsys: Any, monkeypat
         "\n".join(json.dumps({"text": f"frobnicate the widget {i}", "label": "agent"}) for i in range(20))
     )
     code, report = keel(capsys, monkeypatch, "router", "train", "--labels", str(labels))
-    assert code == 0 and report["examples"] == 189 and report["holdout_accuracy"] > 0.6
+    assert code == 0 and report["examples"] == len(bundled_examples()) + 20 and report["holdout_accuracy"] > 0.6
     code, decision = keel(capsys, monkeypatch, "router", "explain", "frobnicate the widget")
     assert decision["label"] == "agent" and decision["stage"] == "classifier"
