@@ -169,13 +169,11 @@ def test_spans_one_per_node_under_one_root_whose_trace_id_the_answer_carries(hom
     spans = h.exporter.get_finished_spans()
     names = [s.name for s in spans]
     assert names == [
-        "keel.guard.input",
-        "keel.router",
-        "keel.retrieve",
-        "keel.llm.answer",
-        "keel.guard.quality",
-        "keel.ask",
-    ]
+        "keel.guard.input", "keel.router", "keel.retrieve", "keel.llm.answer", "keel.node.fast_answer",
+        "keel.guard.quality", "keel.node.respond", "keel.ask",
+    ]  # fmt: skip
+    parents = {s.name: s.parent.span_id if s.parent else None for s in spans}
+    assert parents["keel.llm.answer"] == next(s for s in spans if s.name == "keel.node.fast_answer").context.span_id
     assert {format(s.context.trace_id, "032x") for s in spans} == {answer.trace_id}
     kinds = {s.name: s.attributes["openinference.span.kind"] for s in spans}
     assert kinds["keel.retrieve"] == "RETRIEVER" and kinds["keel.llm.answer"] == "LLM"
@@ -305,6 +303,14 @@ def test_delete_pauses_and_approval_deletes(home: Path) -> None:
     tool_call = next(d for e, d in h.events if e == "tool_call")
     assert (tool_call["tool"], tool_call["approved_by"], tool_call["ok"]) == ("delete_file", "boss", True)
     assert h.runtime.deps.approvals.get(paused.approval["id"]).status == "used"
+
+
+def test_a_pause_is_not_an_error_span(home: Path) -> None:
+    h = Harness(home, {})
+    _pause_delete(h)
+    waiting = next(s for s in h.exporter.get_finished_spans() if s.name == "keel.node.await_approval")
+    assert waiting.attributes["keel.paused_for_approval"] is True
+    assert waiting.status.status_code.name == "UNSET"
 
 
 def test_reject_leaves_the_file(home: Path) -> None:

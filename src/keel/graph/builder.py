@@ -18,6 +18,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from langgraph.errors import GraphInterrupt
 from langgraph.graph import END, START, StateGraph
 
 from .deps import GraphDeps
@@ -25,6 +26,7 @@ from .nodes_agent import agent_reason, await_approval, run_tools
 from .nodes_answer import blocked_response, fast_answer, quality, respond
 from .nodes_front import input_guard, retrieve, route
 from .state import GraphState
+from .tracing import KIND, mark_error
 
 __all__ = ["NODES", "build_graph"]
 
@@ -40,6 +42,40 @@ NODES: dict[str, Callable[[dict[str, Any], GraphDeps], dict[str, Any]]] = {
     "quality": quality,
     "respond": respond,
 }
+
+
+#: nodes that open no span of their own (the others open a guard, router or retriever span)
+_SPANNED = {
+    "fast_answer": KIND.CHAIN,
+    "agent_reason": KIND.AGENT,
+    "run_tools": KIND.CHAIN,
+    "await_approval": KIND.CHAIN,
+    "respond": KIND.CHAIN,
+    "blocked": KIND.GUARDRAIL,
+}
+
+
+def _spanned(name: str, node: Callable[[dict[str, Any]], dict[str, Any]], deps: GraphDeps) -> Any:
+    """One span per node execution; a pause for approval is marked as such, not as an error."""
+
+    def run(state: dict[str, Any]) -> dict[str, Any]:
+        with deps.tracer.start_as_current_span(
+            f"keel.node.{name}",
+            attributes={"openinference.span.kind": _SPANNED[name].value},
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as current:
+            try:
+                return node(state)
+            except GraphInterrupt:
+                current.set_attribute("keel.paused_for_approval", True)
+                raise
+            except Exception as exc:
+                current.record_exception(exc)
+                mark_error(current, str(exc))
+                raise
+
+    return run
 
 
 def after_input(state: dict[str, Any]) -> str:
@@ -80,7 +116,8 @@ def build_graph(deps: GraphDeps) -> StateGraph:
     """The uncompiled graph; the runtime compiles it with a checkpointer."""
     graph = StateGraph(GraphState)
     for name, fn in NODES.items():
-        graph.add_node(name, functools.partial(fn, deps=deps))
+        node = functools.partial(fn, deps=deps)
+        graph.add_node(name, _spanned(name, node, deps) if name in _SPANNED else node)
     graph.add_edge(START, "input_guard")
     graph.add_conditional_edges("input_guard", after_input, {"blocked": "blocked", "router": "router"})
     graph.add_conditional_edges(
