@@ -460,3 +460,10 @@ def test_an_answer_cut_by_the_token_limit_loses_its_unfinished_sentence() -> Non
     assert complete_sentences("It wraps a block. The with statement is") == "It wraps a block."
     assert complete_sentences("no sentence ends here") == "no sentence ends here"
     assert complete_sentences("Done [1]") == "Done [1]"
+
+
+def test_fallback_on_an_agent_answer_quotes_the_tool_result_by_name(home: Path) -> None:
+    h = Harness(home, {"agent_step": [final("It is 90."), final("It is 91.")]})
+    answer = h.runtime.ask("what is 12 * 7 + 3?")
+    assert answer.guardrail["verdict"] == "fallback"
+    assert answer.answer == "From the sources: \u201c12 * 7 + 3 = 87\u201d (calculator)"

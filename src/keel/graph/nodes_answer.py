@@ -104,7 +104,9 @@ def _verdict(verdict: str, report: Any, reason: str = "") -> dict[str, Any]:
 def _give_up(state: dict[str, Any], report: Any) -> tuple[str, dict[str, Any]]:
     """After the re-ask failed: quote the sources, else withhold what leaked, else refuse."""
     sources = list(state.get("sources") or [])
-    sources += [{"text": t["result"], "score": 0.0} for t in state.get("tool_log") or [] if t.get("ok")]
+    sources += [
+        {"text": t["result"], "score": 0.0, "label": t["tool"]} for t in state.get("tool_log") or [] if t.get("ok")
+    ]
     quoted = extractive_answer(state["question"], sources) if sources else ""
     if quoted:
         failed = ", ".join(c.name for c in report.checks if not c.passed)

@@ -139,24 +139,28 @@ class QualityGuard:
 
 
 def extractive_answer(question: str, sources: Sequence[dict[str, Any]], *, max_quotes: int = 2) -> str:
-    """The sources' own best sentences for the question, quoted with citations.
+    """The sources' own best sentences for the question, quoted with citations: ``[n]`` for the n-th
+    source, or the source's ``label`` (a tool's name) when it has one.
 
     Scores each sentence of each source by its overlap with the question's
     content words; quotes the best sentence of the best sources, redacting any
     secret or personal data.
     """
-    scored: list[tuple[float, int, str]] = []
+    scored: list[tuple[float, int, str, str | None]] = []
     for n, source in enumerate(sources, 1):
         sentences = split_sentences(source.get("text", ""))
         # the best sentence; on a tie the earliest (documents state the point before the details)
         ranked = sorted(range(len(sentences)), key=lambda i: (-relevance(question, sentences[i]), i))
         best = (relevance(question, sentences[ranked[0]]), sentences[ranked[0]]) if sentences else (0.0, "")
         if best[1] and best[0] > 0:
-            scored.append((best[0] + float(source.get("score") or 0) * 1e-3, n, best[1]))
+            scored.append((best[0] + float(source.get("score") or 0) * 1e-3, n, best[1], source.get("label")))
     quotes = sorted(scored, key=lambda t: -t[0])[:max_quotes]
     if not quotes:
         return ""
-    text = " ".join(f"\u201c{_trim(q)}\u201d [{n}]" for _, n, q in sorted(quotes, key=lambda t: t[1]))
+    text = " ".join(
+        f"\u201c{_trim(q)}\u201d " + (f"({label})" if label else f"[{n}]")
+        for _, n, q, label in sorted(quotes, key=lambda t: t[1])
+    )
     return redact(f"From the sources: {text}", find_secrets(text) + find_pii(text))
 
 
