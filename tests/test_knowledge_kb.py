@@ -270,3 +270,25 @@ def test_catalog_is_rebuilt_from_the_vector_store(kb: KnowledgeBase, tmp_path: P
     # restored documents are re-checked by the next ingest; their vectors come from the cache
     assert kb.ingest([tmp_path / "docs"]).documents == 4
     assert_consistent(kb)
+
+
+def test_searches_from_many_threads_while_ingesting(kb: KnowledgeBase, tmp_path: Path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    write_corpus(tmp_path / "docs")
+    kb.ingest([tmp_path / "docs"])
+    more = tmp_path / "more"
+    more.mkdir()
+    for i in range(30):
+        (more / f"n{i}.md").write_text(f"# Note {i}\n\nReminder number {i} about the garden hose and tomatoes.")
+
+    def search(i: int) -> int:
+        return len(kb.search("tomatoes sun watering", k=5, mode=("hybrid", "keyword", "vector")[i % 3]))
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        ingest = pool.submit(kb.ingest, [more])
+        counts = list(pool.map(search, range(60)))
+        assert ingest.result().documents == 30
+    assert all(c >= 1 for c in counts)
+    assert_consistent(kb)
+    assert len(kb.documents()) == 34

@@ -20,21 +20,24 @@ bench/bench_retrieval.py measure the latency gained and the quality cost.
 
 from __future__ import annotations
 
+import functools
 import json
 import re
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from ..errors import InputError
 from .chunking import Chunk
 from .loaders import Document
 
 __all__ = ["Catalog", "DocRow", "where_sql"]
+
+T = TypeVar("T")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS documents (
@@ -107,6 +110,17 @@ def where_sql(where: dict[str, Any], params: list[Any]) -> str:
     return "(" + " AND ".join(parts) + ")" if parts else "1"
 
 
+def _locked(method: Callable[..., T]) -> Callable[..., T]:
+    """One connection serves every thread: a read must not interleave with another thread's transaction."""
+
+    @functools.wraps(method)
+    def run(self: Catalog, *args: Any, **kwargs: Any) -> T:
+        with self._lock:
+            return method(self, *args, **kwargs)
+
+    return run
+
+
 class Catalog:
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -134,10 +148,12 @@ class Catalog:
 
     # -- documents --------------------------------------------------------------------------
 
+    @_locked
     def content_hash(self, kb: str, doc_id: str) -> str | None:
         row = self._db.execute("SELECT content_hash FROM documents WHERE kb=? AND doc_id=?", (kb, doc_id)).fetchone()
         return row[0] if row else None
 
+    @_locked
     def chunk_ids(self, kb: str, doc_id: str) -> set[str]:
         return {r[0] for r in self._db.execute("SELECT id FROM chunks WHERE kb=? AND doc_id=?", (kb, doc_id))}
 
@@ -174,6 +190,7 @@ class Catalog:
 
     # -- the keyword index, one FTS5 table per knowledge base ----------------------------------
 
+    @_locked
     def _fts(self, kb: str, *, create: bool = True) -> str | None:
         """The FTS5 table of ``kb`` (made on first use, filled from its chunks if any)."""
         row = self._db.execute("SELECT n FROM kbs WHERE kb=?", (kb,)).fetchone()
@@ -217,6 +234,7 @@ class Catalog:
         present = sorted((w for w in words if df.get(stems.get(w, ""), 0) > 0), key=lambda w: df[stems[w]])
         return [w for i, w in enumerate(present) if i < 2 or df[stems[w]] <= COMMON_SHARE * total]
 
+    @_locked
     def find_documents(self, kb: str, ref: str) -> list[str]:
         """Doc ids matching an id, an id prefix, a uri or a path that resolves to a uri."""
         resolved = str(Path(ref).resolve()) if not ref.startswith(("pydoc:", "http")) else ref
@@ -225,12 +243,14 @@ class Catalog:
             (kb, ref, ref, resolved, ref.replace("%", "") + "%")).fetchall()
         return sorted({r[0] for r in rows})
 
+    @_locked
     def documents(self, kb: str) -> list[DocRow]:
         cur = self._db.execute("SELECT doc_id, uri, title, kind, pages, chunks, ingested_at FROM documents"
                                " WHERE kb=? ORDER BY uri", (kb,))
         names = [d[0] for d in cur.description]
         return [DocRow(zip(names, row, strict=True)) for row in cur]
 
+    @_locked
     def kbs(self) -> list[dict[str, Any]]:
         rows = self._db.execute("SELECT kb, COUNT(*), SUM(chunks), SUM(pages) FROM documents GROUP BY kb ORDER BY kb")
         return [{"kb": kb, "documents": d, "chunks": c or 0, "pages": p or 0} for kb, d, c, p in rows]
@@ -245,11 +265,13 @@ class Catalog:
         with self._tx() as db:
             db.execute("DELETE FROM pending WHERE kb=? AND doc_id=?", (kb, doc_id))
 
+    @_locked
     def pending(self, kb: str) -> list[str]:
         return [r[0] for r in self._db.execute("SELECT doc_id FROM pending WHERE kb=?", (kb,))]
 
     # -- reading ----------------------------------------------------------------------------
 
+    @_locked
     def chunks_by_id(self, kb: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]:
         ids = list(ids)
         if not ids:
@@ -297,5 +319,6 @@ class Catalog:
                            (kb,))
                 db.execute("UPDATE kbs SET chunks = (SELECT COUNT(*) FROM chunks WHERE kb=?) WHERE kb=?", (kb, kb))
 
+    @_locked
     def count_chunks(self, kb: str) -> int:
         return int(self._db.execute("SELECT COUNT(*) FROM chunks WHERE kb=?", (kb,)).fetchone()[0])
