@@ -148,7 +148,8 @@ def extractive_answer(question: str, sources: Sequence[dict[str, Any]], *, max_q
     """
     scored: list[tuple[float, int, str, str | None]] = []
     for n, source in enumerate(sources, 1):
-        sentences = split_sentences(source.get("text", ""))
+        # headings and fragments ("The "with" statement") say nothing: quote sentences of 5+ words
+        sentences = [x for x in split_sentences(source.get("text", "")) if len(x.split()) >= 5]
         # the best sentence; on a tie the earliest (documents state the point before the details)
         ranked = sorted(range(len(sentences)), key=lambda i: (-relevance(question, sentences[i]), i))
         best = (relevance(question, sentences[ranked[0]]), sentences[ranked[0]]) if sentences else (0.0, "")
@@ -157,6 +158,7 @@ def extractive_answer(question: str, sources: Sequence[dict[str, Any]], *, max_q
     quotes = sorted(scored, key=lambda t: -t[0])[:max_quotes]
     if not quotes:
         return ""
+    quotes = [q for q in quotes if q[0] >= quotes[0][0] / 2]  # a much weaker second quote only distracts
     text = " ".join(
         f"\u201c{_trim(q)}\u201d " + (f"({label})" if label else f"[{n}]")
         for _, n, q, label in sorted(quotes, key=lambda t: t[1])
