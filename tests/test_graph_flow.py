@@ -467,3 +467,10 @@ def test_fallback_on_an_agent_answer_quotes_the_tool_result_by_name(home: Path) 
     answer = h.runtime.ask("what is 12 * 7 + 3?")
     assert answer.guardrail["verdict"] == "fallback"
     assert answer.answer == "From the sources: \u201c12 * 7 + 3 = 87\u201d (calculator)"
+
+
+def test_agent_answer_with_nothing_to_stand_on_for_a_kb_question_is_refused(home: Path) -> None:
+    h = Harness(home, {"agent_step": [final("Employees get 30 vacation days.")]})
+    answer = h.runtime.ask("what does our handbook say about vacation days? and what about parental leave?")
+    assert answer.route == "agent" and answer.guardrail["verdict"] == "refused"
+    assert "nothing relevant" in answer.answer and "30" not in answer.answer

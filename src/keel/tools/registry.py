@@ -142,7 +142,10 @@ class ToolRegistry:
         return [t.spec() for t in self]
 
     def run(self, name: str, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        """Validate, run with the tool's timeout, retry transient failures; never raise."""
+        """Validate, run with the tool's timeout, retry transient failures; never raise.
+
+        A timeout stops the *wait*, not the tool: Python cannot kill a thread, so a tool that ignores
+        time keeps its worker until it returns. Tools that call out should pass their own timeouts too."""
         started = time.perf_counter()
         try:
             tool = self.get(name)
