@@ -134,3 +134,15 @@ def test_near_repeats_count_and_are_removed_by_the_repair() -> None:
     report = QualityGuard(GuardrailSettings()).check(text, question="q", sources=[])
     assert [c.name for c in report.checks if not c.passed] == ["repetition"]
     assert without_repeats(text) == "The with statement runs a block inside a context manager. It wraps errors."
+
+
+def test_a_model_based_scorer_can_replace_the_lexical_one() -> None:
+    from keel.guardrails import Grounding, SentenceSupport
+
+    def strict(answer: str, sources: list[str], question: str) -> Grounding:
+        return Grounding(0.0, [SentenceSupport(answer, 0.0, False, None)])
+
+    report = QualityGuard(GuardrailSettings(), scorer=strict).check(
+        "The with statement wraps a block with methods of a context manager.", question="q", sources=[SOURCE]
+    )
+    assert not report.passed and report.groundedness == 0.0

@@ -69,6 +69,7 @@ def build_runtime(
     extra_tools: list[Tool] | None = None,
     checkpointer: Any = None,
     approvals: ApprovalStore | None = None,
+    guard: QualityGuard | None = None,
     kb: str = "default",
 ) -> GraphRuntime:
     tools = build_registry(settings.tools, extra_tools)
@@ -79,7 +80,7 @@ def build_runtime(
         tools=tools,
         tool_context=ToolContext(Workspace(settings.workspace), retriever, kb),
         approvals=approvals or ApprovalStore.sqlite(settings.data_dir / "approvals.sqlite3"),
-        guard=QualityGuard(settings.guardrails),
+        guard=guard or QualityGuard(settings.guardrails),
         prompts=PromptLibrary(settings.data_dir / "prompts"),
         examples=FewShotSelector(load_examples("agent")),
         retriever=retriever,
