@@ -474,3 +474,11 @@ def test_agent_answer_with_nothing_to_stand_on_for_a_kb_question_is_refused(home
     answer = h.runtime.ask("what does our handbook say about vacation days? and what about parental leave?")
     assert answer.route == "agent" and answer.guardrail["verdict"] == "refused"
     assert "nothing relevant" in answer.answer and "30" not in answer.answer
+
+
+def test_a_rejection_on_a_kb_route_is_reported_not_refused(home: Path) -> None:
+    h = Harness(home, {"agent_step": [call("delete_file", path="notes.txt")]})
+    (h.workspace / "notes.txt").write_text("x")
+    paused = h.runtime.ask("check the docs about notes, then get rid of my notes please")
+    done = h.runtime.resume(paused.approval["id"], approve=False, approver="boss")  # type: ignore[index]
+    assert "rejected by boss" in done.answer and (h.workspace / "notes.txt").exists()

@@ -94,3 +94,22 @@ def test_kb_question_and_private_refusal_on_the_embedded_model(keel_home: Path) 
     # at most the judge was asked (when the router was unsure); no answer was drafted
     assert refused.guardrail["verdict"] == "refused" and "nothing relevant" in refused.answer
     assert refused.usage["model_calls"] <= 1 and refused.sources == []
+
+
+def test_the_embedded_model_itself_picks_the_risky_tool_and_it_still_waits(
+    tmp_path: Path, keel_home: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No rule fires on "get rid of": the model chooses delete_file under constrained decoding (from
+    the tools its nearest examples use), and the call pauses for a person like any other."""
+    monkeypatch.setenv("KEEL_WORKSPACE", str(tmp_path / "ws"))
+    (tmp_path / "ws").mkdir()
+    (tmp_path / "ws" / "notes.txt").write_text("my notes")
+    app = App(gateway={"cache": {"enabled": False}})
+    runtime = build_runtime(app.settings, app.gateway)  # no knowledge base: this is about the tool
+    paused = runtime.ask("get rid of my notes file, notes.txt, then tell me")
+    assert paused.route == "agent" and paused.route_reason == "rule: multi-part request"
+    assert paused.status == "pending_approval" and paused.approval is not None
+    assert (paused.approval["tool"], paused.approval["args"]) == ("delete_file", {"path": "notes.txt"})
+    assert paused.usage["model_calls"] == 1 and (tmp_path / "ws" / "notes.txt").exists()
+    rejected = runtime.resume(paused.approval["id"], approve=False, approver="boss")
+    assert "rejected by boss" in rejected.answer and (tmp_path / "ws" / "notes.txt").exists()

@@ -152,7 +152,7 @@ def _judge_draft(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     # the evidence: retrieved passages and what tools returned
     evidence = [s["text"] for s in state.get("sources") or []]
     evidence += [t["result"] for t in state.get("tool_log") or [] if t.get("ok")]
-    if state.get("needs_kb") and not evidence:
+    if state.get("needs_kb") and not evidence and not state.get("messages"):
         # the agent finished without a relevant passage or a tool result to stand on
         return {
             "answer": _no_sources_refusal(state),
