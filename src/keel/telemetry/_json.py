@@ -16,7 +16,10 @@ try:
     import orjson
 
     def dumps(value: Any) -> str:
-        return orjson.dumps(value, default=str).decode()
+        try:
+            return orjson.dumps(value, default=str).decode()
+        except TypeError:  # what orjson refuses (ints over 64 bits) the standard library writes
+            return json.dumps(value, default=str, separators=(",", ":"), ensure_ascii=False)
 
 except ImportError:  # pragma: no cover - orjson comes with langgraph
 
