@@ -146,3 +146,14 @@ def test_a_model_based_scorer_can_replace_the_lexical_one() -> None:
         "The with statement wraps a block with methods of a context manager.", question="q", sources=[SOURCE]
     )
     assert not report.passed and report.groundedness == 0.0
+
+
+def test_extractive_answer_quotes_a_sentence_once_when_overlapping_chunks_repeat_it() -> None:
+    shared = "Each exception in the group is handled by at most one except star clause, the first that matches it."
+    sources = [
+        {"text": f"Compound statements. {shared}", "score": 0.99},
+        {"text": f"The try statement. {shared}", "score": 0.96},
+    ]
+    answer = extractive_answer("how is each exception in a group handled by except star", sources)
+    assert answer.count("handled by at most one") == 1
+    assert answer.endswith("[1]")  # cited to the better-scored source

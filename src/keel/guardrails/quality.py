@@ -155,7 +155,11 @@ def extractive_answer(question: str, sources: Sequence[dict[str, Any]], *, max_q
         best = (relevance(question, sentences[ranked[0]]), sentences[ranked[0]]) if sentences else (0.0, "")
         if best[1] and best[0] > 0:
             scored.append((best[0] + float(source.get("score") or 0) * 1e-3, n, best[1], source.get("label")))
-    quotes = sorted(scored, key=lambda t: -t[0])[:max_quotes]
+    # overlapping chunks often hold the same sentence: quote each sentence once, citing its best source
+    distinct: dict[str, tuple[float, int, str, str | None]] = {}
+    for entry in sorted(scored, key=lambda t: -t[0]):
+        distinct.setdefault(" ".join(entry[2].split()).casefold(), entry)
+    quotes = list(distinct.values())[:max_quotes]
     if not quotes:
         return ""
     quotes = [q for q in quotes if q[0] >= quotes[0][0] / 2]  # a much weaker second quote only distracts
