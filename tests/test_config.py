@@ -95,3 +95,23 @@ def test_secret_never_appears_in_dumps_or_fingerprint(monkeypatch):
     assert key is not None and key.get_secret_value() == "sk-very-secret-value"
     assert "sk-very-secret" not in repr(key) and "sk-very-secret" not in s.model_dump_json()
     assert len(s.fingerprint()) == 16
+
+
+def test_the_starter_file_loads_and_shows_every_section():
+    import yaml
+
+    from keel.cli.init import STARTER
+    from keel.config import Settings
+
+    Path("keel.yaml").write_text(STARTER)
+    s = load_settings()
+    assert s.chain("chat") == ["local"] and s.knowledge.chunk_tokens == 500
+    sections = set(yaml.safe_load(STARTER))
+    documented = sections | {"home"}  # home is shown commented out
+    assert set(Settings.model_fields) - {"config_path"} <= documented
+
+
+def test_unknown_sections_are_rejected_not_ignored():
+    Path("keel.yaml").write_text("jobs:\n  workers: 4\n")
+    with pytest.raises(ConfigError, match="jobs"):
+        load_settings()

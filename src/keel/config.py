@@ -307,8 +307,6 @@ class Settings(BaseSettings):
     limits: LimitSettings = LimitSettings()
     tools: ToolSettings = ToolSettings()
     router: RouterSettings = RouterSettings()
-    server: dict[str, Any] = Field(default_factory=dict)
-    jobs: dict[str, Any] = Field(default_factory=dict)
     guardrails: GuardrailSettings = GuardrailSettings()
 
     #: where the file came from (not a setting; filled by load_settings)

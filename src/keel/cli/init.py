@@ -48,6 +48,62 @@ gateway:
 
 structured:
   max_reasks: 2                # re-asks after invalid or unsupported output
+
+knowledge:
+  store: embedded              # embedded (Chroma on disk under home) or server (`chroma run`)
+  # server_host: localhost
+  # server_port: 8000
+  default_kb: default
+  chunk_tokens: 500            # chunk size and overlap, in the embedding model's tokens
+  chunk_overlap: 50
+  max_file_mb: 50
+  keyword_weight: 0.5          # hybrid search: reciprocal rank fusion of vectors and keywords
+  embeddings:
+    provider: local            # all-MiniLM-L6-v2, shipped in a package, run on the CPU
+    # provider: openai
+    # model: text-embedding-3-small
+    # api_key_env: OPENAI_API_KEY
+
+router:
+  judge: true                  # ask the cheap model only when the classifier is unsure
+  judge_below: 0.55
+
+limits:                        # end a runaway run with a typed error, never a hang
+  max_steps: 8
+  max_tokens: 32000
+  max_cost_usd: 0.10
+  max_wall_s: 180
+
+tools:
+  enabled: [search_knowledge, calculator, list_files, read_file, delete_file]
+  require_approval: []         # destructive tools always need a person; add others here
+  approval_ttl_s: 3600         # an approval not given in time counts as rejected
+
+guardrails:
+  min_groundedness: 0.75       # below: re-ask once, then quote the sources, or refuse
+  max_input_chars: 8000
+  block_patterns: []
+
+telemetry:
+  enabled: true
+  capture_content: true        # false keeps prompts and answers out of traces
+  # otlp_endpoint: http://localhost:4318/v1/traces   # Phoenix, Langfuse or any OTLP collector
+  # database_url: postgresql+psycopg://user@host/keel  # default: SQLite under home
+  # webhook_url: https://hooks.example.com/keel
+  # alerts:
+  #   - {name: spend, metric: cost_usd, threshold: 10, window_s: 3600}
+  #   - {name: errors, metric: error_rate, threshold: 0.05, window_s: 300}
+  audit:
+    enabled: true
+    store_text: true           # false keeps hashes of question and answer text only
+
+budgets:
+  backend: sqlite              # or redis (shared by every replica): redis_url: redis://127.0.0.1:6379/0
+  # request_usd: 0.05
+  # user_usd: 1.00
+  # limits:
+  #   - {scope: user, usd: 5, per: day}
+  #   - {scope: global, usd: 100, per: month}
 """
 
 
