@@ -54,6 +54,12 @@ def test_the_trace_of_one_ask_carries_both_vocabularies_on_the_right_spans():
     )
     kinds = {s.kind for s in spans}
     assert {"CHAIN", "GUARDRAIL", "RETRIEVER", "LLM"} <= kinds
+    [retrieval] = [s for s in spans if s.kind == "RETRIEVER"]
+    docs = {k: v for k, v in retrieval.attributes.items() if k.startswith("retrieval.documents.")}
+    assert docs["retrieval.documents.0.document.id"] == "py#0"
+    assert docs["retrieval.documents.0.document.score"] == 0.8
+    assert docs["retrieval.documents.0.document.content"] == SOURCE
+    assert json.loads(docs["retrieval.documents.0.document.metadata"])["uri"] == "file:///py.md"
     [model_call] = [s for s in spans if s.name == "chat m"]
     a = model_call.attributes
     assert a["gen_ai.operation.name"] == "chat" and a["gen_ai.request.model"] == "scripted"

@@ -11,6 +11,7 @@ from openinference.semconv.trace import SpanAttributes as SA
 from ..guardrails import content_words, scan_input
 from ..knowledge.types import SearchHit
 from ..models.base import Message
+from ..telemetry.spans import set_retrieval_documents
 from .deps import GraphDeps
 from .modelcall import call_model
 from .tracing import KIND, set_attrs, span
@@ -107,14 +108,9 @@ def retrieve(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     ) as current:
         hits = deps.retriever.search(state["question"], kb=state["kb"], k=deps.k)
         kept = [h for h in hits if relevant(state["question"], h, deps.settings.guardrails.min_source_score)]
-        set_attrs(
-            current,
-            **{
-                "keel.hits": len(hits),
-                "keel.relevant": len(kept),
-                SA.RETRIEVAL_DOCUMENTS: [{"id": h.id, "score": h.score} for h in kept],
-            },
-        )
+        set_attrs(current, **{"keel.hits": len(hits), "keel.relevant": len(kept)})
+        # OpenInference's flattened form: retrieval.documents.N.document.{id,score,content,metadata}
+        set_retrieval_documents(current, kept)
     deps.audit(
         "retrieval",
         {
