@@ -13,6 +13,7 @@ evaluates the part that differs.
 
 from __future__ import annotations
 
+import atexit
 import importlib.util
 import json
 import os
@@ -42,6 +43,17 @@ def bundled_model_path() -> Path:
     if not path.is_file():
         raise MissingDependency(f"{path}", "local")
     return path
+
+
+@atexit.register
+def _close_all() -> None:
+    """Free the models before the interpreter tears down the modules llama.cpp's
+    destructor needs (otherwise every exit prints an ignored TypeError)."""
+    with _instances_lock:
+        for llm, lock in _instances.values():
+            with lock:
+                llm.close()
+        _instances.clear()
 
 
 def _load(path: Path, n_ctx: int, n_threads: int) -> tuple[Any, threading.Lock]:
