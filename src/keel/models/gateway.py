@@ -204,11 +204,7 @@ class Gateway:
                 try:
                     response = handle.provider.chat(request, timeout=timeout)
                 except ModelError as exc:
-                    self.budget.settle(reservation, 0.0)
-                    handle.breaker.record_failure()
-                    self._emit(CallRecord(handle.name, False, attempt, _ms(started), error=exc.code,
-                                          metadata=request.metadata))
-                    delay = self._backoff(attempt, exc)
+                    delay = self._failed(handle, request, reservation, started, attempt, exc)
                     if delay is None:
                         raise
                     mark_error(span, exc)
@@ -221,6 +217,15 @@ class Gateway:
                     set_model_response(span, response, handle.pricer)
                     return response
             self._sleep(delay)
+
+    def _failed(self, handle: ModelHandle, request: ChatRequest, reservation: Any, started: float,
+                attempt: int, exc: ModelError, *, retry: bool = True) -> float | None:
+        """Book a failed attempt (nothing charged, breaker told, observers told); the delay
+        before the next attempt, or None to give up on this model."""
+        self.budget.settle(reservation, 0.0)
+        handle.breaker.record_failure()
+        self._emit(CallRecord(handle.name, False, attempt, _ms(started), error=exc.code, metadata=request.metadata))
+        return self._backoff(attempt, exc) if retry else None
 
     def _account(self, handle: ModelHandle, request: ChatRequest, response: ChatResponse, reservation: Any,
                  started: float, attempt: int) -> ChatResponse:
@@ -257,11 +262,8 @@ class Gateway:
                         finish = chunk.finish_reason or finish
                         yield chunk
                 except ModelError as exc:
-                    self.budget.settle(reservation, 0.0)
-                    handle.breaker.record_failure()
-                    self._emit(CallRecord(handle.name, False, attempt, _ms(started), error=exc.code,
-                                          metadata=request.metadata))
-                    delay = None if parts else self._backoff(attempt, exc)
+                    # once text has reached the caller, a retry would repeat it: never retry then
+                    delay = self._failed(handle, request, reservation, started, attempt, exc, retry=not parts)
                     if delay is None:
                         raise
                     mark_error(span, exc)
