@@ -75,7 +75,7 @@ class App:
 
     @property
     def audit(self) -> Callable[[str, dict[str, Any]], None]:
-        """The graph's ``audit(event, data)``: appends one record to the hash-chained ledger."""
+        """The graph's ``audit(event, data)``: one hash-chained ledger record (queued; approvals written at once)."""
         return self.telemetry.audit_hook  # type: ignore[no-any-return]
 
     @functools.cached_property

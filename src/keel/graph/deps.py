@@ -22,13 +22,24 @@ from ..router import Router
 from ..tools import ApprovalStore, ToolContext, ToolRegistry
 from .tracing import default_tracer
 
-__all__ = ["AuditHook", "GraphDeps", "no_audit"]
+__all__ = ["AuditHook", "GraphDeps", "audit_durable", "no_audit"]
 
 AuditHook = Callable[[str, dict[str, Any]], None]
 
 
 def no_audit(event: str, data: dict[str, Any]) -> None:
     """The default audit hook: records nothing."""
+
+
+def audit_durable(hook: AuditHook) -> None:
+    """Have every decision the hook recorded so far on disk (its ``flush()``, if it queues).
+
+    The graph calls it before a tool with effects runs, so the decision that led to the
+    effect is durable before the effect, and again after, for the tool call's record.
+    """
+    flush = getattr(hook, "flush", None)
+    if flush is not None:
+        flush()
 
 
 @dataclass

@@ -21,7 +21,7 @@ from openinference.semconv.trace import SpanAttributes as SA
 from ..models.base import Message, ToolCall
 from ..tools import ApprovalInvalid
 from .actions import FINAL, Action, action_schema, parse_action, plan_by_rule, shortlist
-from .deps import GraphDeps
+from .deps import GraphDeps, audit_durable
 from .excerpt import focused_sources
 from .limits import check_steps
 from .modelcall import call_model
@@ -122,6 +122,10 @@ def _execute(
     approver: str | None = None,
 ) -> dict[str, Any]:
     """Run one call; return the state update with its result appended for the model."""
+    tool = deps.tools.get(call["name"]) if call["name"] in deps.tools else None
+    effects = tool is not None and (tool.risk != "read" or tool.needs_approval)
+    if effects:  # the step (and approval) that permit the effect reach the disk before it
+        audit_durable(deps.audit)
     with span(
         deps.tracer,
         f"keel.tool.{call['name']}",
@@ -148,6 +152,8 @@ def _execute(
         "planner": call.get("planner", "model"),
     }
     deps.audit("tool_call", {"request_id": state["request_id"], **entry})
+    if effects:
+        audit_durable(deps.audit)
     update: dict[str, Any] = {
         "tool_log": [*(state.get("tool_log") or []), entry],
         "messages": [

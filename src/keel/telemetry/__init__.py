@@ -5,7 +5,8 @@
     Telemetry(settings)                      the App's monitoring: .traces .costs .feedback
                                              .audit .metrics .alerts, .attach(gateway)
     Budgets / build_budgets(settings)        the gateway's BudgetHook (SQLite or Redis)
-    AuditLedger                              hash-chained decision records; .append(event, data)
+    AuditLedger                              hash-chained decision records; ledger(event, data) queues
+                                             (approvals written at once), .append writes, .flush
 
 Names are imported on first use, so ``keel.models.gateway`` can import the span
 helpers without loading the database layer.

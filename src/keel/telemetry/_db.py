@@ -9,6 +9,7 @@ database without their migrations colliding.
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any
@@ -92,6 +93,17 @@ def _sqlite_engine(parsed: sa.engine.URL) -> Engine:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
 
     return engine
+
+
+def _fresh_locks_in_child() -> None:
+    """A lock a parent's thread held at fork would never be released in the child."""
+    global _guard
+    _guard = threading.Lock()
+    _locks.clear()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_locks_in_child)
 
 
 def local_write_lock(engine: Engine) -> threading.Lock:

@@ -83,7 +83,8 @@ class Telemetry:
 
     @property
     def audit_hook(self) -> Any:
-        """What the graph calls as ``audit(event, data)``."""
+        """What the graph calls as ``audit(event, data)``: the ledger, which queues records for the
+        background writer and writes approvals at once (see :mod:`keel.telemetry.audit`)."""
         return self.audit if self.config.audit.enabled else no_audit
 
     def setup_tracing(self) -> None:
@@ -120,7 +121,7 @@ class Telemetry:
         return gateway
 
     def flush(self) -> None:
-        """Write everything queued (spans, cost rows) and wait for alert webhooks."""
+        """Write everything queued (spans, cost rows, audit records) and wait for alert webhooks."""
         from opentelemetry import trace
 
         provider = trace.get_tracer_provider()
@@ -128,4 +129,6 @@ class Telemetry:
             provider.force_flush()
         if "writer" in self.__dict__:
             self.writer.flush()
+        if "audit" in self.__dict__:
+            self.audit.flush()
         self.alerts.wait()

@@ -4,30 +4,43 @@ Telemetry must not slow the request it observes: span and cost rows are handed
 to a queue in O(1) and written in batches (one transaction per batch) by one
 daemon thread shared by every writer in the process. ``flush()`` writes
 everything queued so far, so a CLI command or a test reads its own writes; an
-``atexit`` hook flushes at exit.
+``atexit`` hook flushes at exit. The audit ledger's appender
+(:mod:`keel.telemetry.audit`) is served by the same thread through
+:func:`register`.
 """
 
 from __future__ import annotations
 
 import atexit
 import logging
+import os
 import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ._db import local_write_lock
 
-__all__ = ["BatchWriter"]
+__all__ = ["BatchWriter", "Queued", "insert_statement", "register", "wake"]
 
 log = logging.getLogger("keel.telemetry")
 Row = tuple[sa.Table, Callable[[], dict[str, Any]] | dict[str, Any]]
 INTERVAL_S = 0.25
-_live: weakref.WeakSet[BatchWriter] = weakref.WeakSet()
+
+
+class Queued(Protocol):
+    """Anything the background thread drains: a queue to look at and a ``flush()``."""
+
+    _queue: deque[Any]
+
+    def flush(self) -> None: ...
+
+
+_live: weakref.WeakSet[Queued] = weakref.WeakSet()
 _wake = threading.Event()
 _started = threading.Lock()
 _thread: list[threading.Thread] = []
@@ -39,8 +52,7 @@ class BatchWriter:
         self.batch = batch
         self._queue: deque[Row] = deque()
         self._flush_lock = threading.Lock()
-        _live.add(self)
-        _ensure_thread()
+        register(self)
 
     def put(self, table: sa.Table, row: Callable[[], dict[str, Any]] | dict[str, Any]) -> None:
         """Queue a row (or a function building it, run off the request path)."""
@@ -69,12 +81,14 @@ class BatchWriter:
         try:
             with local_write_lock(self.engine), self.engine.begin() as conn:
                 for table, rows in grouped.items():
-                    conn.exec_driver_sql(*_insert(conn, table, rows))
+                    conn.exec_driver_sql(*insert_statement(conn, table, rows))
         except sa.exc.SQLAlchemyError:
             log.exception("telemetry: could not write %d rows", sum(map(len, grouped.values())))
 
 
-def _insert(conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]) -> tuple[str, list[tuple[Any, ...]]]:
+def insert_statement(
+    conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
+) -> tuple[str, list[tuple[Any, ...]]]:
     """The driver's own executemany with tuples: a fraction of SQLAlchemy Core's per-row cost."""
     columns = list(rows[0])
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
@@ -94,6 +108,17 @@ def _run() -> None:
                 log.exception("telemetry: the background writer failed; it will retry")
 
 
+def register(queued: Queued) -> None:
+    """Have the background thread drain ``queued`` every interval (and flush it at exit)."""
+    _live.add(queued)
+    _ensure_thread()
+
+
+def wake() -> None:
+    """Ask the background thread to drain now rather than at the next interval."""
+    _wake.set()
+
+
 def _ensure_thread() -> None:
     with _started:
         if not _thread:
@@ -102,7 +127,24 @@ def _ensure_thread() -> None:
             _thread.append(thread)
 
 
+def _after_fork_in_child() -> None:
+    """A forked child starts empty: the parent writes what it queued; the writer thread did not survive."""
+    for queued in list(_live):
+        queued._queue.clear()
+        queued._flush_lock = threading.Lock()  # type: ignore[attr-defined]
+    _thread.clear()
+    if _live:
+        _ensure_thread()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_after_fork_in_child)
+
+
 @atexit.register
 def _flush_all() -> None:
     for writer in list(_live):
-        writer.flush()
+        try:
+            writer.flush()
+        except Exception:  # one database failing at exit must not stop the others' flush
+            log.exception("telemetry: could not flush at exit")

@@ -15,14 +15,32 @@ are replaced by their sha256, so the ledger proves what was said without
 keeping it. Keep :meth:`AuditLedger.head` somewhere else (a ticket, a log
 service) to also detect a ledger rewritten from scratch.
 
-The graph takes ``ledger.append`` (or the ledger itself) as its
-``audit(event, data)`` callable.
+Writing: the graph calls the ledger itself as its ``audit(event, data)``.
+That snapshots the data and takes the timestamp at once, then queues the
+record; the process's one background writer (:mod:`._writer`) appends queued
+records in order, a batch per transaction (read the head, chain and insert
+them all, commit), so a request does not wait for a disk write per decision.
+The hashes and the chain are exactly those one-at-a-time appends produce.
+Events in :data:`DURABLE_EVENTS` (approvals) are written before the call
+returns, together with everything queued before them, because a person's
+decision must be on disk before it is acted on; :meth:`AuditLedger.append`
+does the same for any event, and :meth:`AuditLedger.flush` (which the graph
+calls before a tool with effects runs, and after it) makes everything queued
+so far durable. Reading (:meth:`~AuditLedger.records`, ``verify``, ``head``,
+``export``) flushes first, and so does process exit. What a crash (power loss,
+SIGKILL) can lose is the last fraction of a second of queued records that
+permit nothing: routes, retrievals, agent steps, guardrail verdicts, answers.
+Appends from several processes still form one chain: each batch holds the
+database's write lock from reading the head to its commit.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import os
+import threading
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime, timedelta
@@ -34,9 +52,11 @@ from sqlalchemy.engine import Engine
 from ..config import AuditSettings
 from ..errors import InputError
 from . import _schema as t
+from . import _writer
 from ._db import begin_write, local_write_lock, write_lock
 
 __all__ = [
+    "DURABLE_EVENTS",
     "GENESIS",
     "AuditLedger",
     "AuditRecord",
@@ -50,12 +70,20 @@ GENESIS = "0" * 64
 _LOCK_KEY = 0x6B65656C  # "keel": the PostgreSQL advisory lock of the chain head
 # built once: SQLAlchemy caches their compiled form
 _HEAD = sa.select(t.audit.c.seq, t.audit.c.hash).order_by(t.audit.c.seq.desc()).limit(1)
-_INSERT = t.audit.insert()
+#: decisions that permit an effect: the graph's ``audit(event, data)`` writes them to disk
+#: (after everything queued before them) before returning
+DURABLE_EVENTS = frozenset({"approval_requested", "approval_decided", "approval_used", "approval_invalid"})
+_BATCH = 256
+
+
+# built once: json.dumps with options builds an encoder per call
+_CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+_SNAPSHOT = json.JSONEncoder(default=str, allow_nan=False)
 
 
 def canonical(value: Any) -> str:
     """The one JSON text of a value: sorted keys, no spaces, UTF-8, no NaN."""
-    return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False)
+    return _CANONICAL.encode(value)
 
 
 def record_hash(prev_hash: str, seq: int, ts: str, event: str, data: Any) -> str:
@@ -133,6 +161,114 @@ def _start(items: list[AuditRecord]) -> tuple[int | None, str]:
     return None, GENESIS
 
 
+class _Pending:
+    """A record taken but not yet chained: its time, event and data as JSON text (a snapshot).
+
+    The writer decodes the text, applies ``store_text: false``, chains it and fills in ``record``.
+    """
+
+    __slots__ = ("event", "prepare", "record", "text", "ts")
+
+    def __init__(self, ts: str, event: str, text: str, prepare: Callable[[Any], Any]) -> None:
+        self.ts = ts
+        self.event = event
+        self.text = text
+        self.prepare = prepare
+        self.record: AuditRecord | None = None
+
+
+class _Appender:
+    """This process's queue of records for one database, chained and written in order.
+
+    Only the holder of ``_flush_lock`` takes records off the queue, a batch at a time,
+    and puts them back at the front if the transaction fails, so a record is written
+    once, in the order it was queued, or stays queued to be retried.
+    """
+
+    def __init__(self, engine: Engine) -> None:
+        self.engine = engine
+        self._queue: deque[_Pending] = deque()
+        self._flush_lock = threading.Lock()
+        _writer.register(self)
+
+    def put(self, item: _Pending) -> None:
+        self._queue.append(item)
+        if len(self._queue) >= _BATCH:
+            _writer.wake()
+
+    def flush(self) -> None:
+        """Write everything queued before this call."""
+        try:
+            last = self._queue[-1]
+        except IndexError:
+            return
+        self.write_through(last)
+
+    def write_through(self, item: _Pending) -> AuditRecord:
+        """Write the queue up to and including ``item``; its record."""
+        with self._flush_lock:
+            while item.record is None:
+                batch = [self._queue.popleft() for _ in range(min(len(self._queue), _BATCH))]
+                if not batch:
+                    raise RuntimeError("an audit record was flushed that was never queued")
+                try:
+                    self._write(batch)
+                except BaseException:
+                    self._queue.extendleft(reversed(batch))
+                    raise
+        return item.record
+
+    def _write(self, batch: list[_Pending]) -> None:
+        bodies = [item.prepare(json.loads(item.text)) for item in batch]
+        texts = [canonical(body) for body in bodies]
+        rows: list[dict[str, Any]] = []
+        with local_write_lock(self.engine), begin_write(self.engine) as conn:
+            write_lock(conn, _LOCK_KEY)
+            head = conn.execute(_HEAD).first()
+            seq, prev = (head.seq, head.hash) if head else (0, GENESIS)
+            for item, data in zip(batch, texts, strict=True):
+                seq += 1
+                digest = _chain_hash(prev, seq, item.ts, item.event, data)
+                rows.append(
+                    {"seq": seq, "ts": item.ts, "event": item.event, "data": data, "prev_hash": prev, "hash": digest}
+                )
+                prev = digest
+            conn.exec_driver_sql(*_writer.insert_statement(conn, t.audit, rows))
+        for item, body, row in zip(batch, bodies, rows, strict=True):
+            item.record = AuditRecord(row["seq"], item.ts, item.event, body, row["prev_hash"], row["hash"])
+
+
+def _chain_hash(prev_hash: str, seq: int, ts: str, event: str, data: str) -> str:
+    """:func:`record_hash` given the canonical JSON of the data: the same text, built without re-encoding it.
+
+    canonical() sorts the keys (data, event, seq, ts) and writes no spaces, so the body is this
+    concatenation; a test checks the two agree.
+    """
+    body = f'{{"data":{data},"event":{canonical(event)},"seq":{seq},"ts":{canonical(ts)}}}'
+    return hashlib.sha256((prev_hash + body).encode()).hexdigest()
+
+
+_appenders: dict[Engine, _Appender] = {}
+_appenders_guard = threading.Lock()
+
+
+def _fresh_guard_in_child() -> None:
+    global _appenders_guard
+    _appenders_guard = threading.Lock()
+
+
+if hasattr(os, "register_at_fork"):
+    os.register_at_fork(after_in_child=_fresh_guard_in_child)
+
+
+def _appender_for(engine: Engine) -> _Appender:
+    with _appenders_guard:
+        appender = _appenders.get(engine)
+        if appender is None:
+            appender = _appenders[engine] = _Appender(engine)
+        return appender
+
+
 class AuditLedger:
     """Append-only, hash-chained decision records in the telemetry database."""
 
@@ -150,45 +286,51 @@ class AuditLedger:
         #: added to every record unless the caller sets the key (App: {"config_hash": ...})
         self.context = dict(context or {})
         self._text_keys = frozenset(self.settings.text_keys)
+        #: shared by every ledger on this database in this process, so they queue in one order
+        self._appender = _appender_for(engine)
 
     def __call__(self, event: str, data: dict[str, Any]) -> None:
-        self.append(event, data)
+        """The graph's hook: approvals are written at once, other decisions queued (see the module doc)."""
+        if event in DURABLE_EVENTS:
+            self.append(event, data)
+        else:
+            self.enqueue(event, data)
+
+    def enqueue(self, event: str, data: dict[str, Any]) -> None:
+        """Queue one decision record (data copied, time taken now); the background writer appends it."""
+        self._appender.put(self._pending(event, data))
 
     def append(self, event: str, data: dict[str, Any]) -> AuditRecord:
-        """Write one decision record after the current head; atomic across threads and processes."""
+        """Write one decision record, after everything queued before it; atomic across threads and processes."""
+        item = self._pending(event, data)
+        self._appender.put(item)
+        return self._appender.write_through(item)
+
+    def flush(self) -> None:
+        """Write every record this process queued so far (for this database)."""
+        self._appender.flush()
+
+    def _pending(self, event: str, data: dict[str, Any]) -> _Pending:
         if not event or len(event) > 100:
             raise InputError(f"audit event name {event!r} must be 1-100 characters", hint="e.g. 'route', 'tool_call'")
         if not isinstance(data, dict):
             raise InputError("audit data must be a dict", hint="pass e.g. {'route': 'fast', 'reason': '...'}")
-        body = self._prepare(data)
-        ts = self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-        with local_write_lock(self.engine), begin_write(self.engine) as conn:
-            write_lock(conn, _LOCK_KEY)
-            head = conn.execute(_HEAD).first()
-            seq, prev = (head.seq + 1, head.hash) if head else (1, GENESIS)
-            digest = record_hash(prev, seq, ts, event, body)
-            conn.execute(
-                _INSERT,
-                {
-                    "seq": seq,
-                    "ts": ts,
-                    "event": event,
-                    "data": canonical(body),
-                    "prev_hash": prev,
-                    "hash": digest,
-                },
-            )
-        return AuditRecord(seq, ts, event, body, prev, digest)
-
-    def _prepare(self, data: dict[str, Any]) -> dict[str, Any]:
-        try:
-            plain = json.loads(json.dumps({**self.context, **data}, default=str, allow_nan=False))
+        try:  # the JSON text is the snapshot: the caller may change ``data`` once we return
+            text = _SNAPSHOT.encode({**self.context, **data})
         except ValueError as exc:
             raise InputError(f"audit data cannot be stored as JSON: {exc}", hint="replace NaN/inf values") from None
+        return _Pending(self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event, text, self._prepare)
+
+    def _prepare(self, plain: Any) -> Any:
+        """The stored form of the decoded data: as is, or with text fields replaced by their sha256."""
         return plain if self.settings.store_text else _hash_text(plain, self._text_keys)
 
     def records(self, *, since: str | None = None) -> Iterator[AuditRecord]:
-        """Every record in sequence order (optionally from an ISO timestamp on)."""
+        """Every record in sequence order (optionally from an ISO timestamp on), queued ones included."""
+        self.flush()  # now, not at the first next()
+        return self._read(since)
+
+    def _read(self, since: str | None) -> Iterator[AuditRecord]:
         q = sa.select(t.audit).order_by(t.audit.c.seq)
         if since:
             q = q.where(t.audit.c.ts >= since)
@@ -201,6 +343,7 @@ class AuditLedger:
 
     def head(self) -> tuple[int, str]:
         """(last sequence number, its hash): publish it elsewhere to pin the whole ledger."""
+        self.flush()
         with self.engine.connect() as conn:
             row = conn.execute(_HEAD).first()
         return (row.seq, row.hash) if row else (0, GENESIS)
@@ -218,6 +361,7 @@ class AuditLedger:
         days = older_than_days if older_than_days is not None else self.settings.retention_days
         if days is None:
             return 0
+        self.flush()
         cutoff = (self.clock() - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
         with self.engine.connect() as conn:
             last = conn.execute(
