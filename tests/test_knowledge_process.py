@@ -99,8 +99,10 @@ def test_second_process_gets_store_locked_not_a_hang(tmp_path: Path) -> None:
 
 def test_same_process_shares_the_lock(tmp_path: Path) -> None:
     a = KnowledgeBase(KnowledgeSettings(), tmp_path / "home", embedder=HashEmbedder())
-    b = KnowledgeBase(KnowledgeSettings(), tmp_path / "home", embedder=HashEmbedder())
+    b = KnowledgeBase(KnowledgeSettings(), tmp_path / "home", embedder=HashEmbedder())  # no StoreLocked
+    assert a.list_kbs() == b.list_kbs()
     b.close()
+    assert a.list_kbs() == []  # closing one handle leaves the other usable
     a.close()
 
 
