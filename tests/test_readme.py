@@ -29,3 +29,10 @@ def test_every_keel_command_in_the_readme_exists():
     readme = (ROOT / "README.md").read_text()
     used = set(re.findall(r"(?:\.venv/bin/keel|`keel) ([a-z][a-z-]+)", readme))
     assert used and used <= known, used - known
+
+
+def test_docs_cli_md_is_generated_from_the_commands():
+    from keel.cli._docs import render
+
+    committed = (ROOT / "docs" / "cli.md").read_text()
+    assert committed == render(), "docs/cli.md is stale: .venv/bin/python -m keel.cli._docs > docs/cli.md"
