@@ -36,8 +36,17 @@ PASSAGES = [
 QUESTION = "what does the with statement do?"
 
 
-def make_app(home: Path, telemetry_on: bool) -> App:
-    telemetry = {} if telemetry_on else {"enabled": False, "audit": {"enabled": False}}
+#: --split: where the cost goes, each piece of telemetry alone
+SPLIT = {
+    "audit only": {"enabled": False},
+    "traces only": {"audit": {"enabled": False}},
+    "full, sample_ratio 0": {"sample_ratio": 0.0},
+}
+
+
+def make_app(home: Path, telemetry_on: bool, telemetry: dict | None = None) -> App:
+    if telemetry is None:
+        telemetry = {} if telemetry_on else {"enabled": False, "audit": {"enabled": False}}
     app = App(home=home, models={"fake": {"provider": "fake"}}, roles={"chat": ["fake"], "fast": ["fake"]},
               gateway={"cache": {"enabled": False}}, telemetry=telemetry,
               providers={"fake": FunctionProvider(by_purpose({"answer": [ANSWER]}), name="fake")})
@@ -60,6 +69,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--split", action="store_true", help="also time each piece of telemetry alone")
     args = parser.parse_args()
     home = Path(tempfile.mkdtemp())
     apps = {"off": make_app(home / "off", False), "full": make_app(home / "full", True)}
@@ -67,8 +77,14 @@ def main() -> None:
         answer = app.ask(QUESTION)
         assert answer.guardrail["verdict"] == "pass", answer.to_dict()
     rounds: dict[str, list[float]] = {name: [] for name in apps}
-    for n in range(args.rounds):  # alternate, and swap who goes first, so load drift hits both alike
-        for name in ("off", "full") if n % 2 == 0 else ("full", "off"):
+    if args.split:
+        for name, telemetry in SPLIT.items():
+            apps[name] = make_app(home / name.replace(" ", "_"), True, telemetry)
+            apps[name].ask(QUESTION)
+            rounds[name] = []
+    order = list(apps)
+    for n in range(args.rounds):  # alternate, and swap who goes first, so load drift hits all alike
+        for name in order if n % 2 == 0 else order[::-1]:
             rounds[name].append(per_request_us(apps[name], args.requests))
     base = statistics.median(rounds["off"])
     full = statistics.median(rounds["full"])
@@ -81,6 +97,9 @@ def main() -> None:
           " (target <= 10%)")
     print(f"paired rounds  median ratio {statistics.median(paired):.3f}  "
           f"(quartiles {quartiles[0]:.3f}-{quartiles[2]:.3f}; flush of queued writes inside every timed round)")
+    for name in SPLIT if args.split else ():
+        value = statistics.median(rounds[name])
+        print(f"{name:22s} {value:9.1f} µs/request  ratio {value / base:.3f}")
 
 
 if __name__ == "__main__":
