@@ -5,7 +5,6 @@ from __future__ import annotations
 import io
 import json
 import time
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
@@ -218,30 +217,20 @@ def test_a_disabled_ledger_is_a_no_op_callable(keel_home):
 
 
 @pytest.mark.scale
-def test_the_same_ledger_on_postgresql():
-    schema = f"keel_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-        ledger = _ledger(url)
-        with ThreadPoolExecutor(6) as pool:
-            list(pool.map(lambda i: ledger.append("tool_call", {"i": i}), range(30)))
-        assert ledger.verify().checked == 35
-        _swap(ledger, 10, 11)
-        assert ledger.verify().first_bad == 10
-        _swap(ledger, 10, 11)
-        _sql(ledger, "UPDATE keel_audit SET data = replace(data, 'dana', 'eve') WHERE seq = 3")
-        assert ledger.verify().first_bad == 3
-        with ledger.engine.connect() as conn:
-            tables = set(sa.inspect(conn).get_table_names(schema=schema))
-        assert {"keel_spans", "keel_model_calls", "keel_feedback", "keel_curation", "keel_audit"} <= tables
-        ledger.engine.dispose()
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+def test_the_same_ledger_on_postgresql(pg_url):
+    ledger = _ledger(pg_url)
+    with ThreadPoolExecutor(6) as pool:
+        list(pool.map(lambda i: ledger.append("tool_call", {"i": i}), range(30)))
+    assert ledger.verify().checked == 35
+    _swap(ledger, 10, 11)
+    assert ledger.verify().first_bad == 10
+    _swap(ledger, 10, 11)
+    _sql(ledger, "UPDATE keel_audit SET data = replace(data, 'dana', 'eve') WHERE seq = 3")
+    assert ledger.verify().first_bad == 3
+    with ledger.engine.connect() as conn:
+        tables = set(sa.inspect(conn).get_table_names())  # the test's own schema, via search_path
+    assert {"keel_spans", "keel_model_calls", "keel_feedback", "keel_curation", "keel_audit"} <= tables
+    ledger.engine.dispose()
 
 
 def _append_many(url: str, tag: str, n: int, go) -> None:  # type: ignore[no-untyped-def]

@@ -4,10 +4,8 @@ from __future__ import annotations
 
 import json
 import time
-import uuid
 
 import pytest
-import sqlalchemy as sa
 from typer.testing import CliRunner
 
 from keel.app import App
@@ -129,25 +127,15 @@ def test_metrics_registry_has_keels_series_only():
 
 
 @pytest.mark.scale
-def test_trace_store_and_costs_on_postgresql():
-    schema = f"keel_test_{uuid.uuid4().hex[:10]}"
-    admin = sa.create_engine("postgresql+psycopg://postgres@127.0.0.1:5432/test")
-    with admin.begin() as conn:
-        conn.execute(sa.text(f"CREATE SCHEMA {schema}"))
-    try:
-        url = f"postgresql+psycopg://postgres@127.0.0.1:5432/test?options=-csearch_path%3D{schema}"
-        app = _app(telemetry={"database_url": url})
-        costs = _run(app)
-        c = app.telemetry.costs
-        assert {r["key"]: r["calls"] for r in c.summary("user")} == {"ann": 3, "bob": 2}
-        assert sum(r["cost_usd"] for r in c.summary("day")) == pytest.approx(sum(costs))
-        traces = app.telemetry.traces.list()
-        assert len(traces) == 5 and {t.name for t in traces} == {"chat cheap", "chat big"}  # one is a cache hit
-        trace_id = traces[0].trace_id
-        vote = app.telemetry.feedback.record(trace_id, "up", question="q", answer="a")
-        assert vote.curation_id is not None
-        app.telemetry.engine.dispose()
-    finally:
-        with admin.begin() as conn:
-            conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+def test_trace_store_and_costs_on_postgresql(pg_url):
+    app = _app(telemetry={"database_url": pg_url})
+    costs = _run(app)
+    c = app.telemetry.costs
+    assert {r["key"]: r["calls"] for r in c.summary("user")} == {"ann": 3, "bob": 2}
+    assert sum(r["cost_usd"] for r in c.summary("day")) == pytest.approx(sum(costs))
+    traces = app.telemetry.traces.list()
+    assert len(traces) == 5 and {t.name for t in traces} == {"chat cheap", "chat big"}  # one is a cache hit
+    trace_id = traces[0].trace_id
+    vote = app.telemetry.feedback.record(trace_id, "up", question="q", answer="a")
+    assert vote.curation_id is not None
+    app.telemetry.engine.dispose()

@@ -1,8 +1,9 @@
 """keel.yaml + KEEL_* environment -> typed settings.
 
-Precedence, highest first: explicit keyword arguments, ``KEEL_*`` environment
-variables (nested with ``__``: ``KEEL_GATEWAY__MAX_RETRIES=5``), ``keel.yaml``,
-defaults. The defaults run with no file and no key: the embedded SmolLM2 model.
+Precedence, highest first: ``KEEL_*`` environment variables (nested with
+``__``: ``KEEL_GATEWAY__MAX_RETRIES=5``), then keyword arguments to
+``load_settings`` merged over ``keel.yaml``, then defaults. The defaults run
+with no file and no key: the embedded SmolLM2 model.
 
 Secrets are never written in the file: a model names the environment variable
 that holds its key (``api_key_env: OPENAI_API_KEY``) and keel reads it as a
@@ -415,8 +416,6 @@ def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
     except ValidationError as exc:
         raise _describe(exc, source) from None
     settings.config_path = config_path
-    if settings.home is None and os.environ.get("KEEL_HOME"):
-        settings.home = Path(os.environ["KEEL_HOME"])
     for role in settings.roles:
         settings.chain(role)
     return settings
