@@ -25,11 +25,20 @@ fi
 # 3. keel itself, editable, with the scale-mode engines' clients and the test tools.
 "$VENV/bin/pip" install --quiet -e ".[local,scale,dev]"
 
-# 4. (knowledge base benchmarks only; tests need none of it) real PDFs and Markdown from Debian's
-#    doc packages: the Bash Reference Manual (bash-doc) and pip's Markdown topics (python3-pip).
-if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ] && [ ! -f /usr/share/doc/bash/bashref.pdf ]; then
-  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq bash-doc python3-pip; } >/dev/null 2>&1 \
-    || echo "setup: bash-doc not installed; bench/bench_ingest.py will use a generated PDF" >&2
+# 4. From Debian: chromium, the real browser the web UI tests drive (Playwright uses it, downloads
+#    nothing); and, for the knowledge base benchmarks only, real PDFs and Markdown: the Bash
+#    Reference Manual (bash-doc) and pip's Markdown topics (python3-pip).
+apt_missing=()
+command -v chromium >/dev/null || apt_missing+=(chromium)
+[ -f /usr/share/doc/bash/bashref.pdf ] || apt_missing+=(bash-doc python3-pip)
+if [ ${#apt_missing[@]} -gt 0 ]; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    echo "setup: apt-get install ${apt_missing[*]}"
+    { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${apt_missing[@]}"; } >/dev/null 2>&1 \
+      || echo "setup: apt-get install ${apt_missing[*]} failed; install them yourself" >&2
+  else
+    echo "setup: please install with your package manager: ${apt_missing[*]} (chromium runs the web UI tests)" >&2
+  fi
 fi
 
 "$VENV/bin/keel" --help >/dev/null

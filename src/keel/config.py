@@ -289,6 +289,33 @@ class KnowledgeSettings(_Strict):
         return v
 
 
+class ServerSettings(_Strict):
+    """``keel serve``: the HTTP API, OpenAI-compatible endpoint and web UI."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(8080, ge=1, le=65535)
+    #: auto: API keys are required once one exists, or whenever the host is not loopback
+    auth: Literal["auto", "required", "off"] = "auto"
+    cors_origins: list[str] = Field(default_factory=list)
+    #: requests larger than this are refused with 413
+    max_body_kb: int = Field(256, ge=1)
+    ui: bool = True
+
+
+class JobSettings(_Strict):
+    """Background jobs: an embedded durable SQLite queue, or Celery on Redis or RabbitMQ."""
+
+    backend: Literal["embedded", "celery"] = "embedded"
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: where Celery keeps results; job records themselves live in keel's job table
+    result_backend: str | None = None
+    #: in-process worker threads for the embedded backend
+    workers: int = Field(1, ge=0)
+    max_attempts: int = Field(3, ge=1)
+    #: a job whose worker vanished is re-queued after this long without a heartbeat
+    lease_s: float = Field(300.0, gt=0)
+
+
 class Settings(BaseSettings):
     """All of keel's settings. Build with :func:`load_settings`."""
 
@@ -309,6 +336,8 @@ class Settings(BaseSettings):
     tools: ToolSettings = ToolSettings()
     router: RouterSettings = RouterSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
+    server: ServerSettings = ServerSettings()
+    jobs: JobSettings = JobSettings()
 
     #: where the file came from (not a setting; filled by load_settings)
     config_path: Path | None = Field(default=None, exclude=True)

@@ -11,7 +11,9 @@ translated where they enter keel and never travel further.
     │   ├── MissingAPIKey          a named key is not in the environment      exit 2
     │   ├── MissingDependency      an optional extra is not installed         exit 2
     │   ├── SchemaError            a schema cannot be loaded or satisfied     exit 2
-    │   └── InputError             a bad argument, document or question       exit 2
+    │   ├── InputError             a bad argument, document or question       exit 2
+    │   ├── NotFound               no such job, trace, approval or document   exit 2 (HTTP 404)
+    │   └── Unauthorized           no API key, or a revoked or unknown one    exit 2 (HTTP 401)
     ├── RunError                   the run could not finish                   exit 1
     │   ├── ModelError             a model call failed after retries          exit 3
     │   │   ├── ModelUnavailable   endpoint unreachable / 5xx / timeout
@@ -51,11 +53,13 @@ __all__ = [
     "ModelRefused",
     "ModelTimeout",
     "ModelUnavailable",
+    "NotFound",
     "RateLimited",
     "RetrievalError",
     "RunError",
     "SchemaError",
     "StoreLocked",
+    "Unauthorized",
     "UserError",
     "ValidationFailed",
 ]
@@ -120,6 +124,16 @@ class SchemaError(UserError):
 class InputError(UserError):
     http_status = 422
     code = "input_error"
+
+
+class NotFound(UserError):
+    http_status = 404
+    code = "not_found"
+
+
+class Unauthorized(UserError):
+    http_status = 401
+    code = "unauthorized"
 
 
 # -- run errors -----------------------------------------------------------------------

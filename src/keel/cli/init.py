@@ -104,6 +104,16 @@ budgets:
   # limits:
   #   - {scope: user, usd: 5, per: day}
   #   - {scope: global, usd: 100, per: month}
+
+server:                        # keel serve
+  host: 127.0.0.1
+  port: 8080
+  auth: auto                   # keys required once one exists (keel keys create) or off loopback
+  ui: true
+
+jobs:
+  backend: embedded            # or celery, with broker_url: redis://127.0.0.1:6379/0
+  workers: 1
 """
 
 
