@@ -1,0 +1,139 @@
+"""Eval reports: one JSON document per run (saved with ``--out``, compared with ``--baseline``), and a table.
+
+The JSON report::
+
+    {"format": "keel.eval/1",
+     "dataset": {"name", "path", "fingerprint", "cases", "total_cases", "tags", "limit"},
+     "run": {"started_at", "finished_at", "duration_s", "k", "concurrency", "timeout_s", "f1_threshold",
+             "kb", "models": {role: [model, ...]}, "settings_fingerprint", "judge"},
+     "metrics": {"pass_rate": 0.8, "retrieval.hit@k": 1.0, ...},
+     "cases": [{"id", "passed", "outcome", "scores", "failures", "answer", "route", "verdict",
+                "sources", "trace_id", "latency_ms", "cost_usd", "model_calls", "error", ...}],
+     "gate": {...}}   # only when a baseline or an absolute gate was checked
+
+Each row's ``trace_id`` opens the run's trace: ``keel traces show TRACE_ID``.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from ..errors import InputError, NotFound
+from .dataset import Dataset, EvalCase
+from .metrics import CaseResult, aggregate
+
+__all__ = ["REPORT_FORMAT", "build_report", "load_report", "render_report", "save_report"]
+
+REPORT_FORMAT = "keel.eval/1"
+
+
+def build_report(dataset: Dataset, cases: list[EvalCase], results: list[CaseResult], *, run: dict[str, Any],
+                 tags: list[str] | None = None, limit: int | None = None) -> dict[str, Any]:
+    return {
+        "format": REPORT_FORMAT,
+        "dataset": {
+            "name": dataset.name,
+            "path": dataset.path,
+            "fingerprint": dataset.fingerprint(cases),
+            "cases": len(cases),
+            "total_cases": len(dataset.cases),
+            "tags": list(tags or []),
+            "limit": limit,
+        },
+        "run": run,
+        "metrics": aggregate(cases, results),
+        "cases": [r.to_dict() for r in results],
+    }
+
+
+def save_report(report: dict[str, Any], path: str | Path) -> None:
+    Path(path).write_text(json.dumps(report, indent=2, ensure_ascii=False, default=str) + "\n", encoding="utf-8")
+
+
+def load_report(path: str | Path) -> dict[str, Any]:
+    """A report saved by ``keel eval --out`` (or ``--json`` redirected to a file)."""
+    file = Path(path)
+    if not file.is_file():
+        raise NotFound(f"baseline report {file} does not exist",
+                       hint="save one first: keel eval DATASET --out baseline.json")
+    try:
+        data = json.loads(file.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InputError(f"baseline {file} is not JSON: {exc}",
+                         hint="pass a report written by keel eval --out") from None
+    if not isinstance(data, dict) or data.get("format") != REPORT_FORMAT or not isinstance(data.get("metrics"), dict):
+        raise InputError(f"{file} is not a keel eval report (no \"format\": \"{REPORT_FORMAT}\")",
+                         hint="pass a report written by keel eval --out")
+    return data
+
+
+def _fmt(value: Any, metric: str = "") -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {v}" for k, v in value.items()) or "-"
+    if metric.endswith("_usd"):
+        return f"${value:.6f}"
+    if metric.endswith("_ms"):
+        return f"{value:.0f} ms"
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return str(value)
+
+
+def _case_table(report: dict[str, Any]) -> Table:
+    k = report["run"].get("k", 5)
+    table = Table("case", "ok", "outcome", "route", "verdict", "answer", f"hit@{k}", "ms", "USD", "trace id",
+                  title=f"{report['dataset']['name']}: {report['dataset']['cases']} cases", title_justify="left")
+    for row in report["cases"]:
+        scores = row["scores"]
+        answer = scores.get("correct")
+        if "f1" in scores:
+            answer = f"{_fmt(answer)} (f1 {scores['f1']:.2f})"
+        table.add_row(
+            row["id"],
+            "[green]pass[/]" if row["passed"] else "[red]FAIL[/]",
+            row["outcome"],
+            row["route"] or "-",
+            row["verdict"] or "-",
+            _fmt(answer),
+            _fmt(scores.get("hit@k")),
+            f"{row['latency_ms']:.0f}",
+            f"{row['cost_usd']:.6f}",
+            row["trace_id"] or "-",
+        )
+    return table
+
+
+def render_report(report: dict[str, Any], console: Console) -> None:
+    """The per-case table, the failures, the metrics and (if checked) the gate."""
+    console.print(_case_table(report))
+    for row in report["cases"]:
+        if row["failures"]:
+            trace = f"  (keel traces show {row['trace_id']})" if row["trace_id"] else ""
+            console.print(f"[red]✗[/] {row['id']}: {'; '.join(row['failures'])}{trace}", highlight=False,
+                          soft_wrap=True, markup=True)
+    m = report["metrics"]
+    console.print(f"[bold]{m['passed']}/{m['cases']} passed[/], {m['errors']} errors", highlight=False)
+    for name, value in m.items():
+        if name in ("cases", "passed", "errors") or value is None:
+            continue
+        console.print(f"  {name:<24} {_fmt(value, name)}", highlight=False, markup=False)
+    gate = report.get("gate")
+    if gate:
+        render_gate(gate, console)
+
+
+def render_gate(gate: dict[str, Any], console: Console) -> None:
+    against = f" against {gate['baseline']}" if gate.get("baseline") else ""
+    if gate["ok"]:
+        console.print(f"[green]gate passed[/]{against}: {len(gate['checks'])} checks", highlight=False)
+        return
+    console.print(f"[red]REGRESSION[/]{against}:", highlight=False)
+    for r in gate["regressions"]:
+        console.print(f"  [red]✗[/] {r['message']}", highlight=False)
