@@ -22,6 +22,7 @@ from .structured import ExtractResult, OutputSchema, extract
 
 if TYPE_CHECKING:
     from .graph import Answer, GraphRuntime
+    from .jobs import JobQueue
     from .knowledge import IngestReport, KnowledgeBase, SearchHit, SearchMode
     from .knowledge.ingest import Progress
     from .telemetry import Telemetry
@@ -136,6 +137,14 @@ class App:
         return self.knowledge.search(query, kb=kb, k=k, where=where, mode=mode)
 
     # -- jobs ------------------------------------------------------------------------
+
+    @functools.cached_property
+    def jobs(self) -> JobQueue:
+        """Background jobs (``jobs:`` settings): ``submit(kind, payload)``, ``get(id)``, ``list()``;
+        ``start()`` runs the embedded workers in this process (a server calls it)."""
+        from .jobs import JobQueue
+
+        return JobQueue(self)
 
     def extract(self, text: str, schema: type[BaseModel] | dict[str, Any] | OutputSchema, *,
                 role: str = "chat") -> ExtractResult:

@@ -1,0 +1,133 @@
+"""keel worker / keel jobs submit|show|list: background jobs from the command line."""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any
+
+import typer
+
+from ..errors import InputError
+from ._common import ConfigOption, JsonOption, console, err_console, make_app, print_json
+
+if TYPE_CHECKING:
+    from ..jobs import Job
+
+jobs_app = typer.Typer(name="jobs", help="Submit, show and list background jobs (run by `keel worker`).",
+                       no_args_is_help=True)
+
+
+def _payload(text: str) -> dict[str, Any]:
+    """PAYLOAD is JSON text, or @FILE holding it."""
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text(encoding="utf-8")
+        except OSError as exc:
+            raise InputError(f"cannot read {text[1:]}: {exc.strerror}") from None
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise InputError(f"the payload is not JSON: {exc.msg} at character {exc.pos}",
+                         hint='e.g. \'{"question": "What does yield do?"}\'') from None
+    if not isinstance(data, dict):
+        raise InputError("the payload must be a JSON object", hint='e.g. \'{"question": "What does yield do?"}\'')
+    return data
+
+
+def _show(job: Job, as_json: bool) -> None:
+    if as_json:
+        print_json(job.to_dict())
+        return
+    colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(job.status, "cyan")
+    console.print(f"{job.id}  {job.kind}  [{colour}]{job.status}[/]  attempts {job.attempts}/{job.max_attempts}  "
+                  f"created {job.to_dict()['created_at']}")
+    if job.error:
+        console.print(f"  [red]{job.error.get('error')}[/]: {job.error.get('message')}", markup=True, highlight=False)
+        if job.error.get("hint"):
+            console.print(f"  what to do: {job.error['hint']}", markup=False, highlight=False)
+    if job.result is not None and job.status == "succeeded":
+        text = job.result.get("answer") if job.kind == "ask" else json.dumps(job.result, default=str)
+        console.print(str(text), markup=False, highlight=False)
+
+
+@jobs_app.command("submit")
+def submit(
+    kind: Annotated[str, typer.Argument(help="ask, ingest or extract")],
+    payload: Annotated[str, typer.Argument(help='the arguments as a JSON object, or @FILE: ask {"question": ...}, '
+                                                'ingest {"paths": [...]}, extract {"text": ..., "schema": {...}}')],
+    user: Annotated[str | None, typer.Option("--user", help="who submits (budgets, audit)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="block until a worker finished the job")] = False,
+    timeout: Annotated[float, typer.Option("--timeout", help="with --wait: give up after this many seconds")] = 600.0,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Queue a job; print its id (a worker runs it: `keel worker`, or a server's worker threads)."""
+    queue = make_app(config).jobs
+    job = queue.submit(kind, _payload(payload), user=user)
+    if wait:
+        job = queue.wait(job.id, timeout=timeout)
+    _show(job, as_json)
+    if job.status == "failed":
+        raise typer.Exit(1)
+
+
+@jobs_app.command("show")
+def show(
+    job_id: Annotated[str, typer.Argument(help="the job's id (job_...)")],
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """One job: status, attempts, result or error."""
+    _show(make_app(config).jobs.get(job_id), as_json)
+
+
+@jobs_app.command("list")
+def list_jobs(
+    status: Annotated[str | None, typer.Option("--status", help="queued, running, succeeded or failed")] = None,
+    limit: Annotated[int, typer.Option("--limit", help="how many, newest first")] = 50,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """The newest jobs, newest first."""
+    jobs = make_app(config).jobs.list(status, limit)
+    if as_json:
+        print_json([j.to_dict() for j in jobs])
+        return
+    for job in jobs:
+        _show(job, False)
+    if not jobs:
+        console.print("no jobs")
+
+
+def worker(
+    concurrency: Annotated[int | None, typer.Option("--concurrency", "-n",
+                                                    help="jobs run at once (default: jobs.workers, at least 1)")] = None,
+    burst: Annotated[bool, typer.Option("--burst", help="embedded: exit once no job is queued or running")] = False,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Run background jobs: poll the job table (embedded), or consume jobs.queue (celery)."""
+    queue = make_app(config).jobs
+    queue.check()
+    stop = threading.Event()
+    if queue.backend == "embedded":
+        def _stop(signum: int, _frame: Any) -> None:
+            err_console.print("stopping after the running job(s); send it again to quit now")
+            stop.set()
+            signal.signal(signum, signal.SIG_DFL)
+
+        signal.signal(signal.SIGTERM, _stop)
+        signal.signal(signal.SIGINT, _stop)
+        err_console.print(f"keel worker: {queue.store.engine.url.render_as_string(hide_password=True)}, "
+                          f"{max(1, concurrency or queue.settings.workers)} thread(s)")
+    ran = queue.work(concurrency=concurrency, burst=burst, stop=stop)
+    if as_json:
+        print_json({"backend": queue.backend, "jobs": ran})
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(jobs_app)
+    app.command()(worker)
