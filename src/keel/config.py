@@ -305,33 +305,33 @@ class ServerSettings(_Strict):
 class JobSettings(_Strict):
     """Background jobs (keel.jobs): an embedded durable SQLite queue, or Celery on Redis or RabbitMQ.
 
-    backend: Literal["embedded", "celery"] = "embedded"
-    broker_url: str = "redis://127.0.0.1:6379/0"
-    #: celery only: where Celery keeps its own results; keel never needs them (None: disabled)
     Either way the job records (status, result, error) live in keel's job table: SQLite under
     the data dir, or ``telemetry.database_url`` when set (PostgreSQL in scale mode).
     """
 
     #: embedded: worker threads poll the job table; celery: the broker carries job ids to `keel worker`
-    result_backend: str | None = None
+    backend: Literal["embedded", "celery"] = "embedded"
     #: celery only: redis://host:6379/0 or amqp://user:pass@host:5672//
+    broker_url: str = "redis://127.0.0.1:6379/0"
+    #: celery only: where Celery keeps its own results; keel never needs them (None: disabled)
+    result_backend: str | None = None
     #: celery only: the queue `keel worker` consumes and jobs are sent to
     queue: str = "keel.jobs"
     #: celery only: extra kombu transport options (e.g. {"global_keyprefix": "myapp:"} on Redis)
     broker_transport_options: dict[str, Any] = Field(default_factory=dict)
     #: worker threads: in-process ones a server starts (embedded), and `keel worker`'s default
     workers: int = Field(1, ge=0)
+    #: runs of one job at most: a retryable run error or a lost worker uses one attempt each
     max_attempts: int = Field(3, ge=1)
     #: a job whose worker stopped heartbeating for this long is re-queued (or failed, out of attempts)
     lease_s: float = Field(300.0, gt=0)
-    #: runs of one job at most: a retryable run error or a lost worker uses one attempt each
-
-
-class Settings(BaseSettings):
     #: wait before a retry: retry_backoff_s * 2 ** (attempt - 1)
     retry_backoff_s: float = Field(5.0, ge=0)
     #: embedded only: how often an idle worker looks for new jobs
     poll_s: float = Field(0.5, gt=0)
+
+
+class Settings(BaseSettings):
     """All of keel's settings. Build with :func:`load_settings`."""
 
     model_config = SettingsConfigDict(env_prefix="KEEL_", env_nested_delimiter="__", extra="forbid")
