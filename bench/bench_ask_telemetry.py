@@ -63,6 +63,9 @@ CPU: dict[str, list[float]] = {}
 def per_request_us(app: App, n: int, name: str = "") -> float:
     """Wall µs per request; the process's CPU µs per request (every thread, the writer's too)
     is kept in CPU[name], which other processes' load does not move."""
+    # OpenTelemetry has one tracer provider per process, and keel routes it by the App that set
+    # it up last; each round must run under its own App's tracing settings, not the last one built.
+    app.telemetry.setup_tracing()
     gc.collect()  # start every round from the same heap: collections otherwise land in random rounds
     started, cpu_started = time.perf_counter(), time.process_time()
     for _ in range(n):

@@ -112,6 +112,6 @@ def test_the_starter_file_loads_and_shows_every_section():
 
 
 def test_unknown_sections_are_rejected_not_ignored():
-    Path("keel.yaml").write_text("jobs:\n  workers: 4\n")
-    with pytest.raises(ConfigError, match="jobs"):
+    Path("keel.yaml").write_text("queues:\n  workers: 4\n")
+    with pytest.raises(ConfigError, match="queues"):
         load_settings()

@@ -12,7 +12,7 @@ from pypdf import PdfReader, PdfWriter
 
 from keel import App
 from keel.config import KnowledgeSettings
-from keel.errors import InputError
+from keel.errors import InputError, NotFound
 from keel.knowledge import KnowledgeBase
 from keel.knowledge.testing import HashEmbedder, write_pdf
 
@@ -123,7 +123,7 @@ def test_delete_doc_removes_chunks_and_vectors(kb: KnowledgeBase, tmp_path: Path
     assert all(h.title != "Car Manual" for h in kb.search("tyre pressure oil", k=10))
     assert [d["title"] for d in kb.documents()] == ["Garden", "Kitchen", "notes"]
     assert_consistent(kb)
-    with pytest.raises(InputError, match="no document 'nope'"):
+    with pytest.raises(NotFound, match="no document 'nope'"):
         kb.delete_doc("nope")
 
 

@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from keel.app import App
 from keel.cli import app as cli
-from keel.errors import InputError
+from keel.errors import InputError, NotFound
 from keel.models import ChatRequest, FakeProvider, Message
 from keel.telemetry.spans import set_request_context
 
@@ -109,9 +109,9 @@ def test_bad_votes_get_typed_errors(app):
     trace_id = _answered(app, "q", "a")
     with pytest.raises(InputError, match="not up or down"):
         app.telemetry.feedback.record(trace_id, "meh")
-    with pytest.raises(InputError, match="no trace with id 'f00'"):
+    with pytest.raises(NotFound, match="no trace with id 'f00'"):
         app.telemetry.feedback.record("f00", "up")
-    with pytest.raises(InputError, match="no curation candidate 99"):
+    with pytest.raises(NotFound, match="no curation candidate 99"):
         app.telemetry.feedback.curate(99, accept=False)
 
 

@@ -12,7 +12,7 @@ from typer.testing import CliRunner
 
 from keel.app import App
 from keel.cli import app as cli
-from keel.errors import ModelUnavailable
+from keel.errors import InputError, ModelUnavailable
 from keel.knowledge.types import SearchHit
 from keel.models import ChatRequest, FakeProvider, Message
 from keel.telemetry.spans import (
@@ -343,3 +343,33 @@ def test_otlp_export_without_content(monkeypatch):
                     assert b"What is the answer?" not in s.SerializeToString()
     assert "llm.token_count.total" in keys and "retrieval.documents.0.document.id" in keys
     assert not {"input.value", "output.value", "gen_ai.input.messages"} & keys
+
+
+def _age_trace(app: App, trace_id: str, days: float) -> None:
+    """Move a whole trace ``days`` into the past, as if it had been recorded then."""
+    import sqlalchemy as sa
+
+    from keel.telemetry import _schema as t
+
+    with app.telemetry.engine.begin() as conn:
+        conn.execute(sa.update(t.spans).where(t.spans.c.trace_id == trace_id)
+                     .values(start_time=t.spans.c.start_time - days * 86400))
+
+
+def test_old_traces_are_pruned_whole_by_command_and_by_retention_setting():
+    app = _app(replies=("It is 42.",) * 3)
+    old, recent = _ask(app), _ask(app)
+    _age_trace(app, old, 40)
+    pruned = CliRunner().invoke(cli, ["traces", "prune", "--older-than", "30d", "--json"])
+    assert pruned.exit_code == 0, pruned.output
+    assert json.loads(pruned.stdout)["deleted_spans"] == 5  # every span of the old trace, none of the new
+    assert [s.trace_id for s in app.telemetry.traces.list()] == [recent]
+    assert len(_spans(app, recent)) == 5
+
+    older = _ask(app)
+    _age_trace(app, older, 10)
+    reopened = _app(telemetry={"trace_retention_days": 7})
+    assert [s.trace_id for s in reopened.telemetry.traces.list()] == [recent]
+
+    bad = CliRunner().invoke(cli, ["traces", "prune", "--older-than", "soon"])
+    assert isinstance(bad.exception, InputError) and "--older-than 'soon' is neither" in str(bad.exception)

@@ -87,6 +87,7 @@ guardrails:
 telemetry:
   enabled: true
   capture_content: true        # false keeps prompts and answers out of traces
+  # trace_retention_days: 30   # spans older than this are deleted (cost rows are kept)
   # otlp_endpoint: http://localhost:4318/v1/traces   # Phoenix, Langfuse or any OTLP collector
   # database_url: postgresql+psycopg://user@host/keel  # default: SQLite under home
   # webhook_url: https://hooks.example.com/keel

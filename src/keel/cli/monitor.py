@@ -106,6 +106,21 @@ def _register_traces(app: typer.Typer) -> None:
             _add(tree, root)
         console.print(tree)
 
+    @traces.command("prune")
+    def traces_prune(
+        older_than: Annotated[str, typer.Option("--older-than", help="age of the traces to delete: 30d, 12h or a date")],
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Delete traces that started before --older-than (telemetry.trace_retention_days does it on open)."""
+        cutoff = parse_since(older_than, option="--older-than")
+        assert cutoff is not None  # the option is required and parse_since rejects what it cannot read
+        deleted = make_app(config).telemetry.traces.prune(cutoff)
+        if as_json:
+            print_json({"deleted_spans": deleted, "before": cutoff})
+        else:
+            console.print(f"deleted {deleted} spans of traces that started before {_when(cutoff)}")
+
     app.add_typer(traces, name="traces")
 
 

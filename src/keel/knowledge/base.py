@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from ..config import KnowledgeSettings
-from ..errors import InputError
+from ..errors import InputError, NotFound
 from .catalog import Catalog, DocRow
 from .chunking import Chunk
 from .embedders import CachedEmbedder, Embedder, LocalEmbedder, ProviderEmbedder
@@ -102,7 +102,7 @@ class KnowledgeBase:
         name = self._name(kb)
         ids = self.catalog.find_documents(name, ref)
         if not ids:
-            raise InputError(f"no document {ref!r} in knowledge base {name!r}",
+            raise NotFound(f"no document {ref!r} in knowledge base {name!r}",
                              hint=f"`keel kb list --kb {name}` shows the documents and their ids")
         collection = self._collection(name)
         for doc_id in ids:

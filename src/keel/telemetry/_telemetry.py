@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import functools
 import threading
+import time
 from typing import Any
 
 from ..config import Settings
@@ -65,7 +66,10 @@ class Telemetry:
 
     @functools.cached_property
     def traces(self) -> TraceStore:
-        return TraceStore(self.engine, self.writer)
+        store = TraceStore(self.engine, self.writer)
+        if self.config.trace_retention_days is not None:
+            store.prune(time.time() - self.config.trace_retention_days * 86400)
+        return store
 
     @functools.cached_property
     def costs(self) -> CostStore:

@@ -38,7 +38,7 @@ GROUPINGS: dict[str, str] = {
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
 
-def parse_since(value: str | None, now: float | None = None) -> float | None:
+def parse_since(value: str | None, now: float | None = None, *, option: str = "--since") -> float | None:
     """``"24h"``, ``"7d"``, ``"30m"`` or an ISO date/time -> a Unix timestamp."""
     if not value:
         return None
@@ -50,7 +50,7 @@ def parse_since(value: str | None, now: float | None = None) -> float | None:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         raise InputError(
-            f"--since {value!r} is neither a duration nor a date", hint="use e.g. 24h, 7d, 30m or 2026-11-01"
+            f"{option} {value!r} is neither a duration nor a date", hint="use e.g. 24h, 7d, 30m or 2026-11-01"
         ) from None
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 

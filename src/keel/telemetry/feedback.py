@@ -17,7 +17,7 @@ from typing import IO, Any, Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..errors import InputError
+from ..errors import InputError, NotFound
 from . import _schema as t
 from .traces import TraceStore
 
@@ -172,7 +172,7 @@ class FeedbackStore:
                 .values(status="accepted" if accept else "rejected")
             ).rowcount
         if not done:
-            raise InputError(f"no curation candidate {curation_id}", hint="list them with curation_queue()")
+            raise NotFound(f"no curation candidate {curation_id}", hint="list them with curation_queue()")
 
     def few_shot_examples(self, prompt_version: str | None = None) -> list[dict[str, str]]:
         """Accepted candidates as {"question", "answer"} pairs, for the prompt's few-shot selector."""

@@ -18,8 +18,9 @@ from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
 from opentelemetry.trace import Span, StatusCode
 from sqlalchemy.engine import Engine
 
-from ..errors import InputError
+from ..errors import NotFound
 from . import _schema as t
+from ._db import begin_write, local_write_lock
 from ._json import dumps
 from ._writer import BatchWriter
 from .spans import capture_content, is_content
@@ -176,7 +177,7 @@ class TraceStore:
         with self.engine.connect() as conn:
             rows = conn.execute(sa.select(s).where(s.c.trace_id == trace_id).order_by(s.c.start_time)).all()
         if not rows:
-            raise InputError(f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`")
+            raise NotFound(f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`")
         nodes = {
             r.span_id: SpanNode(
                 r.span_id,
@@ -197,6 +198,16 @@ class TraceStore:
             parent = nodes.get(node.parent_id or "")
             (parent.children if parent else roots).append(node)
         return roots
+
+    def prune(self, older_than: float) -> int:
+        """Delete the spans of every trace that started before ``older_than`` (a Unix time).
+
+        Whole traces go, never half of one: a trace is judged by its earliest span."""
+        self.writer.flush()
+        s = t.spans
+        old_traces = sa.select(s.c.trace_id).group_by(s.c.trace_id).having(sa.func.min(s.c.start_time) < older_than)
+        with local_write_lock(self.engine), begin_write(self.engine) as conn:
+            return conn.execute(s.delete().where(s.c.trace_id.in_(old_traces))).rowcount or 0
 
     def root_attributes(self, trace_id: str) -> dict[str, Any]:
         return self.tree(trace_id)[0].attributes

@@ -25,7 +25,7 @@ import sqlalchemy as sa
 from ..errors import InputError
 from .registry import args_hash
 
-__all__ = ["Approval", "ApprovalInvalid", "ApprovalStore"]
+__all__ = ["Approval", "ApprovalInvalid", "ApprovalNotFound", "ApprovalStore"]
 
 Status = Literal["pending", "approved", "rejected", "expired", "used"]
 
@@ -52,6 +52,13 @@ class ApprovalInvalid(InputError):
     """The approval cannot be used: unknown, already decided or used, expired, or altered."""
 
     code = "approval_invalid"
+
+
+class ApprovalNotFound(ApprovalInvalid):
+    """No approval has that id (HTTP 404)."""
+
+    http_status = 404
+    code = "not_found"
 
 
 @dataclass
@@ -122,7 +129,7 @@ class ApprovalStore:
         with self.engine.connect() as conn:
             row = conn.execute(_table.select().where(_table.c.id == approval_id)).mappings().first()
         if row is None:
-            raise ApprovalInvalid(f"no approval {approval_id!r}", hint="see `keel approvals list` for the ids")
+            raise ApprovalNotFound(f"no approval {approval_id!r}", hint="see `keel approvals list` for the ids")
         return self._approval(dict(row))
 
     def list(self, status: Status | None = None) -> list[Approval]:
