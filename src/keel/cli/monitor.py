@@ -108,7 +108,7 @@ def _register_traces(app: typer.Typer) -> None:
 
     @traces.command("prune")
     def traces_prune(
-        older_than: Annotated[str, typer.Option("--older-than", help="age of the traces to delete: 30d, 12h or a date")],
+        older_than: Annotated[str, typer.Option("--older-than", help="delete traces older than: 30d, 12h or a date")],
         config: ConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
