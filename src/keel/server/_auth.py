@@ -1,0 +1,96 @@
+"""Who is calling: ``Authorization: Bearer <key>`` checked against the key store.
+
+``server.auth``: ``required`` always wants a key; ``off`` never looks; ``auto``
+wants one once any key exists, and always when the server listens beyond
+loopback (``keel serve`` refuses to start that way with no key at all).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from typing import Annotated, Literal
+
+from fastapi import Depends, Request
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from ..errors import ConfigError, Unauthorized
+from ._keys import KeyStore
+
+__all__ = ["AuthPolicy", "Caller", "CallerDep", "caller", "is_loopback"]
+
+bearer = HTTPBearer(auto_error=False, description="an API key made with `keel keys create NAME`")
+
+
+def is_loopback(host: str) -> bool:
+    if host in ("localhost", "ip6-localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+@dataclass(frozen=True)
+class Caller:
+    """The authenticated key's name, or None when the server runs without keys."""
+
+    name: str | None = None
+    key_id: str | None = None
+
+    @property
+    def approver(self) -> str:
+        return self.name or "anonymous"
+
+
+class AuthPolicy:
+    def __init__(self, mode: Literal["auto", "required", "off"], host: str, keys: KeyStore) -> None:
+        self.mode = mode
+        self.host = host
+        self.keys = keys
+
+    def required(self) -> bool:
+        """Whether a request must carry a valid key right now."""
+        if self.mode == "off":
+            return False
+        if self.mode == "required" or not is_loopback(self.host):
+            return True
+        return self.keys.any_active()
+
+    def check_startable(self) -> None:
+        """Refuse a server that would turn every request away, or serve a network without keys."""
+        if self.required() and not self.keys.any_active():
+            where = f"on {self.host}" if not is_loopback(self.host) else "with server.auth: required"
+            raise ConfigError(
+                f"refusing to serve {where} without an API key: every request would be refused, "
+                "or anyone who can reach the port could use your models and data",
+                hint="run `keel keys create NAME` first and send `Authorization: Bearer <key>`, "
+                "or serve on 127.0.0.1",
+            )
+
+    def identify(self, token: str | None) -> Caller:
+        if self.mode == "off":
+            return Caller()
+        if token:
+            key = self.keys.verify(token)
+            return Caller(key.name, key.id)
+        if self.required():
+            raise Unauthorized("this endpoint needs an API key",
+                               hint="send `Authorization: Bearer <key>`; make one with keel keys create NAME")
+        return Caller()
+
+
+def caller(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> Caller:
+    """FastAPI dependency: the caller, or 401."""
+    policy: AuthPolicy = request.app.state.auth
+    if policy.mode == "off":
+        return Caller()
+    token = credentials.credentials if credentials is not None else None
+    if token is None and request.headers.get("authorization"):
+        raise Unauthorized("the Authorization header is not a Bearer token", hint="send `Authorization: Bearer <key>`")
+    return policy.identify(token)
+
+
+CallerDep = Annotated[Caller, Depends(caller)]

@@ -1,0 +1,181 @@
+"""API keys: created once, shown once, stored only as a salted hash.
+
+A key reads ``keel_<id>_<secret>``. The ``id`` (12 hex characters) finds the
+row; the ``secret`` (32 random bytes, URL-safe base64) is checked against
+``sha256(salt || secret)`` with a constant-time comparison. The plaintext is
+never written anywhere: lose it and you create a new one.
+
+The table lives in ``telemetry.database_url`` when that is set (PostgreSQL in
+scale mode, so every API replica sees the same keys), else in SQLite at
+``<home>/keys.sqlite3``.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+import secrets
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.engine import Engine
+
+from ..config import Settings
+from ..errors import InputError, NotFound, Unauthorized
+
+__all__ = ["ApiKey", "KeyStore", "keys_url"]
+
+_PREFIX = "keel_"
+_KEY = re.compile(r"^keel_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+
+_metadata = sa.MetaData()
+_table = sa.Table(
+    "keel_api_keys",
+    _metadata,
+    sa.Column("id", sa.String(12), primary_key=True),
+    sa.Column("name", sa.String(64), nullable=False, index=True),
+    sa.Column("salt", sa.String(32), nullable=False),
+    sa.Column("key_hash", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.Float, nullable=False),
+    sa.Column("revoked_at", sa.Float),
+)
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    """One key's record (never its secret)."""
+
+    id: str
+    name: str
+    created_at: float
+    revoked_at: float | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "created_at": _iso(self.created_at),
+            "revoked_at": _iso(self.revoked_at) if self.revoked_at else None,
+            "active": self.active,
+        }
+
+
+def _iso(ts: float) -> str:
+    return dt.datetime.fromtimestamp(ts, dt.UTC).isoformat(timespec="seconds")
+
+
+def _now() -> float:
+    return dt.datetime.now(dt.UTC).timestamp()
+
+
+def _digest(salt: str, secret: str) -> str:
+    return hashlib.sha256(bytes.fromhex(salt) + secret.encode()).hexdigest()
+
+
+def keys_url(settings: Settings) -> str:
+    """Where the key table lives: the telemetry database when configured, else SQLite under the data dir."""
+    return settings.telemetry.database_url or f"sqlite:///{settings.data_dir / 'keys.sqlite3'}"
+
+
+_engines: dict[str, Engine] = {}
+_guard = threading.Lock()
+
+
+def _engine(url: str) -> Engine:
+    with _guard:
+        engine = _engines.get(url)
+        if engine is None:
+            parsed = sa.engine.make_url(url)
+            kwargs: dict[str, Any] = {}
+            if parsed.get_backend_name() == "sqlite":
+                if parsed.database and parsed.database != ":memory:":
+                    Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+                kwargs["connect_args"] = {"check_same_thread": False, "timeout": 30}
+            else:
+                kwargs["pool_pre_ping"] = True
+            engine = sa.create_engine(parsed, **kwargs)
+            _metadata.create_all(engine)
+            _engines[url] = engine
+        return engine
+
+
+class KeyStore:
+    """Create, verify, list and revoke API keys."""
+
+    def __init__(self, url: str) -> None:
+        self.engine = _engine(url)
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> KeyStore:
+        return cls(keys_url(settings))
+
+    def create(self, name: str) -> tuple[ApiKey, str]:
+        """A new key for ``name``; returns its record and the plaintext key (shown once, never stored)."""
+        if not _NAME.match(name):
+            raise InputError(
+                f"key name {name!r} must be 1-64 letters, digits, or . _ @ - (starting with a letter or digit)",
+                hint="name the key after who uses it, e.g. keel keys create ann or keel keys create ci-bot",
+            )
+        if any(k.name == name and k.active for k in self.list()):
+            raise InputError(
+                f"an active key named {name!r} already exists",
+                hint=f"revoke it first (keel keys revoke {name}) or pick another name",
+            )
+        key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
+        row = {"id": key_id, "name": name, "salt": salt, "key_hash": _digest(salt, secret), "created_at": _now()}
+        with self.engine.begin() as conn:
+            conn.execute(_table.insert().values(**row))
+        return ApiKey(key_id, name, row["created_at"]), f"{_PREFIX}{key_id}_{secret}"
+
+    def verify(self, key: str) -> ApiKey:
+        """The active key whose plaintext is ``key``; raises Unauthorized otherwise."""
+        found = _KEY.match(key.strip())
+        if found is None:
+            raise Unauthorized("the API key is malformed",
+                               hint="keys look like keel_<id>_<secret>; make one with keel keys create NAME")
+        key_id, secret = found.groups()
+        with self.engine.connect() as conn:
+            row = conn.execute(_table.select().where(_table.c.id == key_id)).mappings().first()
+        if row is None or not hmac.compare_digest(row["key_hash"], _digest(row["salt"], secret)):
+            raise Unauthorized("the API key is not valid",
+                               hint="check the key, or make one with keel keys create NAME")
+        if row["revoked_at"] is not None:
+            raise Unauthorized("the API key was revoked", hint="create a new one with keel keys create NAME")
+        return ApiKey(row["id"], row["name"], row["created_at"])
+
+    def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
+        query = _table.select().order_by(_table.c.created_at)
+        if not include_revoked:
+            query = query.where(_table.c.revoked_at.is_(None))
+        with self.engine.connect() as conn:
+            rows = conn.execute(query).mappings().all()
+        return [ApiKey(r["id"], r["name"], r["created_at"], r["revoked_at"]) for r in rows]
+
+    def any_active(self) -> bool:
+        query = sa.select(_table.c.id).where(_table.c.revoked_at.is_(None)).limit(1)
+        with self.engine.connect() as conn:
+            return conn.execute(query).first() is not None
+
+    def revoke(self, ref: str) -> list[ApiKey]:
+        """Revoke the active keys named ``ref``, or the key whose id is ``ref``; returns what was revoked."""
+        targets = [k for k in self.list(include_revoked=False) if ref in (k.name, k.id)]
+        if not targets:
+            raise NotFound(f"no active API key named or with id {ref!r}", hint="see keel keys list")
+        when = _now()
+        with self.engine.begin() as conn:
+            conn.execute(
+                _table.update()
+                .where(_table.c.id.in_([k.id for k in targets]), _table.c.revoked_at.is_(None))
+                .values(revoked_at=when)
+            )
+        return [ApiKey(k.id, k.name, k.created_at, when) for k in targets]

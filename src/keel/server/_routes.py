@@ -1,0 +1,222 @@
+"""keel's own API: ask, approvals, feedback, traces, jobs; and the operational endpoints.
+
+Handlers are plain ``def``: FastAPI runs them in its thread pool, so a model
+call that takes seconds (llama.cpp on a CPU) blocks a worker thread, never the
+event loop. Each returns the same JSON as the matching CLI command's ``--json``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
+from fastapi.responses import JSONResponse, Response
+
+from ..app import App
+from ..errors import BudgetExceeded, InputError, NotFound
+from ..graph import Answer
+from ._auth import CallerDep
+from ._schemas import (
+    AnswerOut,
+    ApprovalOut,
+    AskRequest,
+    ErrorOut,
+    FeedbackOut,
+    FeedbackRequest,
+    JobOut,
+    JobRequest,
+    RejectRequest,
+    TraceSummaryOut,
+    TraceTreeOut,
+)
+
+__all__ = ["answer_response", "ops", "router"]
+
+router = APIRouter(prefix="/v1")
+ops = APIRouter()
+
+
+def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
+    return {code: {"model": ErrorOut} for code in (401, 413, 422, *codes)}
+
+
+def keel_app(request: Request) -> App:
+    return request.app.state.keel  # type: ignore[no-any-return]
+
+
+def answer_response(answer: Answer) -> JSONResponse:
+    """200 with the answer; 202 while it waits for a person; a budget refusal is raised (429)."""
+    if isinstance(answer.exception, BudgetExceeded):
+        raise answer.exception
+    return JSONResponse(answer.to_dict(), status_code=202 if answer.status == "pending_approval" else 200)
+
+
+_ANSWER_RESPONSES: dict[int | str, dict[str, Any]] = {
+    200: {"model": AnswerOut, "description": "answered, or stopped by a limit (status says which)"},
+    202: {"model": AnswerOut, "description": "paused: a person must approve a tool call (status pending_approval)"},
+    **_errors(400, 429, 502, 503, 504),
+}
+
+
+# -- the request graph -----------------------------------------------------------------------
+
+
+@router.post("/ask", responses=_ANSWER_RESPONSES, tags=["ask"])
+def ask(body: AskRequest, request: Request, who: CallerDep) -> JSONResponse:
+    """Answer a question through keel's graph: the Answer JSON with sources, route, cost and trace id."""
+    answer = keel_app(request).ask(body.question, kb=body.kb, session=body.session, user=body.user or who.name)
+    return answer_response(answer)
+
+
+# -- approvals -----------------------------------------------------------------------------------
+
+ApprovalId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
+def _approval(app: App, approval_id: str) -> Any:
+    for record in app.approvals():
+        if record.id == approval_id:
+            return record
+    raise NotFound(f"no approval {approval_id!r}", hint="list them with GET /v1/approvals")
+
+
+@router.get("/approvals", responses={200: {"model": list[ApprovalOut]}, **_errors()}, tags=["approvals"])
+def list_approvals(
+    request: Request,
+    who: CallerDep,
+    status: Literal["pending", "approved", "rejected", "expired", "used"] | None = None,
+) -> JSONResponse:
+    """Recorded approvals, oldest first (all, or those with ``status``)."""
+    return JSONResponse([a.to_dict() for a in keel_app(request).approvals(status)])
+
+
+@router.get("/approvals/{approval_id}", responses={200: {"model": ApprovalOut}, **_errors(404)}, tags=["approvals"])
+def get_approval(approval_id: ApprovalId, request: Request, who: CallerDep) -> JSONResponse:
+    """One approval: tool, arguments, requester, status, decision."""
+    return JSONResponse(_approval(keel_app(request), approval_id).to_dict())
+
+
+@router.post("/approvals/{approval_id}/approve", responses={**_ANSWER_RESPONSES, **_errors(404)}, tags=["approvals"])
+def approve(approval_id: ApprovalId, request: Request, who: CallerDep) -> JSONResponse:
+    """Approve a paused tool call as the API key's owner; the run resumes and its answer is returned."""
+    app = keel_app(request)
+    _approval(app, approval_id)
+    return answer_response(app.approve(approval_id, by=who.approver))
+
+
+@router.post("/approvals/{approval_id}/reject", responses={**_ANSWER_RESPONSES, **_errors(404)}, tags=["approvals"])
+def reject(
+    approval_id: ApprovalId,
+    request: Request,
+    who: CallerDep,
+    body: Annotated[RejectRequest | None, Body()] = None,
+) -> JSONResponse:
+    """Reject a paused tool call (with an optional reason); the run finishes without it."""
+    app = keel_app(request)
+    _approval(app, approval_id)
+    reason = body.reason if body is not None else None
+    return answer_response(app.reject(approval_id, by=who.approver, reason=reason))
+
+
+# -- feedback and traces ----------------------------------------------------------------------------
+
+
+def _trace_tree(app: App, trace_id: str) -> list[Any]:
+    try:
+        return app.telemetry.traces.tree(trace_id)  # type: ignore[no-any-return]
+    except InputError:
+        raise NotFound(f"no trace with id {trace_id!r}", hint="list recent traces with GET /v1/traces") from None
+
+
+@router.post("/feedback", status_code=201, responses={201: {"model": FeedbackOut}, **_errors(404)}, tags=["feedback"])
+def feedback(body: FeedbackRequest, request: Request, who: CallerDep) -> JSONResponse:
+    """Thumbs up or down on an answer, by its trace id."""
+    app = keel_app(request)
+    _trace_tree(app, body.trace_id)
+    vote = app.telemetry.feedback.record(body.trace_id, body.rating, comment=body.comment, user_id=who.name)
+    return JSONResponse(vote.to_dict(), status_code=201)
+
+
+@router.get("/traces", responses={200: {"model": list[TraceSummaryOut]}, **_errors()}, tags=["traces"])
+def list_traces(
+    request: Request,
+    who: CallerDep,
+    limit: Annotated[int, Query(ge=1, le=500)] = 20,
+    since: Annotated[str | None, Query(max_length=40, description="24h, 7d, 30m or a date (2026-11-01)")] = None,
+) -> JSONResponse:
+    """Recent traces, newest first, with span count, tokens and cost."""
+    from ..telemetry.costs import parse_since
+
+    rows = keel_app(request).telemetry.traces.list(limit=limit, since=parse_since(since))
+    return JSONResponse([r.to_dict() for r in rows])
+
+
+@router.get("/traces/{trace_id}", responses={200: {"model": TraceTreeOut}, **_errors(404)}, tags=["traces"])
+def get_trace(trace_id: Annotated[str, Path(min_length=1, max_length=64)], request: Request,
+              who: CallerDep) -> JSONResponse:
+    """One trace as its tree of spans (timings, tokens, cost, attributes)."""
+    roots = _trace_tree(keel_app(request), trace_id)
+    return JSONResponse({"trace_id": trace_id, "spans": [r.to_dict() for r in roots]})
+
+
+# -- jobs -----------------------------------------------------------------------------------------
+
+
+def _jobs(app: App) -> Any:
+    jobs = getattr(app, "jobs", None)
+    if jobs is None:  # keel.jobs is optional at this layer: say so instead of failing with 500
+        raise HTTPException(501, "background jobs are not available in this keel build; use POST /v1/ask")
+    return jobs
+
+
+@router.post("/jobs", status_code=202, responses={202: {"model": JobOut}, **_errors()}, tags=["jobs"])
+def submit_job(body: JobRequest, request: Request, who: CallerDep) -> JSONResponse:
+    """Queue an ``ask`` or ``ingest`` job; poll the Location it returns."""
+    payload = dict(body.payload)
+    if body.kind == "ask":
+        payload = AskRequest.model_validate(payload).model_dump(exclude_none=True)
+    user = payload.get("user") or who.name
+    job = _jobs(keel_app(request)).submit(body.kind, payload, user=user)
+    data = job.to_dict()
+    return JSONResponse(data, status_code=202, headers={"Location": f"/v1/jobs/{data['id']}"})
+
+
+@router.get("/jobs/{job_id}", responses={200: {"model": JobOut}, **_errors(404)}, tags=["jobs"])
+def get_job(job_id: Annotated[str, Path(min_length=1, max_length=64)], request: Request,
+            who: CallerDep) -> JSONResponse:
+    """A job's status, attempts and, once finished, its result (an ask job's is the Answer JSON) or error."""
+    return JSONResponse(_jobs(keel_app(request)).get(job_id).to_dict())
+
+
+# -- operations -------------------------------------------------------------------------------------
+
+
+@ops.get("/metrics", response_class=Response, responses={200: {"content": {"text/plain": {}}}, **_errors()},
+         tags=["operations"])
+def metrics(request: Request, who: CallerDep) -> Response:
+    """Prometheus metrics: requests, routes, model calls, tokens, cost, guardrail verdicts, budgets."""
+    from ..telemetry.metrics import CONTENT_TYPE_LATEST
+
+    return Response(keel_app(request).telemetry.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+@ops.get("/healthz", tags=["operations"])
+def healthz() -> dict[str, str]:
+    """The process is up (no store or model is touched)."""
+    return {"status": "ok"}
+
+
+@ops.get("/readyz", responses={503: {"model": ErrorOut}}, tags=["operations"])
+def readyz(request: Request) -> JSONResponse:
+    """Ready to answer: the stores open and the default model is available; else 503 with the reason."""
+    from ._ready import readiness
+
+    checks = readiness(keel_app(request), request.app.state.auth.keys)
+    failed = {name: c["detail"] for name, c in checks.items() if not c["ok"]}
+    if failed:
+        name, detail = next(iter(failed.items()))
+        body = {"error": "not_ready", "message": f"{name}: {detail}",
+                "hint": "see the checks; fix the failing store or model, then retry", "checks": checks}
+        return JSONResponse(body, status_code=503)
+    return JSONResponse({"status": "ready", "checks": checks})
+
