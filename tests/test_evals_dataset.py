@@ -34,7 +34,7 @@ def test_a_dataset_loads_every_field_and_skips_only_blank_and_comment_lines(tmp_
                              expected_sources=["pydoc:assert"], expected_route="fast", expected_status="answered",
                              kb="docs", tags=["kb"])
     assert first.expectations() == ["must_contain", "retrieval", "route", "status"]
-    assert second.id == "line-5"  # no id: named after its line, so a report still points at it
+    assert second.id == "line-4"  # no id: named after its line, so a report still points at it
     assert second.expectations() == ["expected_answer", "status"]
 
 

@@ -15,7 +15,7 @@ from typer.testing import CliRunner
 
 from keel import App
 from keel.cli import app as cli
-from keel.errors import InputError, ModelRefused
+from keel.errors import InputError, ModelRefused, UserError
 from keel.evals import EXIT_REGRESSION, RunOptions, check_gate, evaluate, load_dataset, load_report, run_cases
 from keel.graph import FakeRetriever, by_purpose
 from keel.models.base import ChatRequest
@@ -32,7 +32,7 @@ CASES = [
     {"id": "assert", "question": "What do assert statements insert into a program?", "must_contain": ["debugging"],
      "expected_sources": ["pydoc:assert"], "expected_route": "fast", "expected_status": "answered", "tags": ["kb"]},
     {"id": "pass", "question": "What happens when the pass statement is executed?",
-     "expected_answer": "pass is a null operation: when it is executed, nothing happens.",
+     "expected_answer": "a null operation: when it is executed, nothing happens.",
      "expected_sources": ["pydoc:pass"], "expected_status": "answered", "tags": ["kb"]},
     {"id": "vacation", "question": "How many vacation days do new employees get?", "expected_status": "refused",
      "tags": ["refusal"]},
@@ -42,10 +42,12 @@ CASES = [
 
 
 class EvalApp(App):
-    """An App whose knowledge base is two fixed passages, found by shared words."""
+    """An App whose knowledge base is a few fixed passages, found by shared words."""
+
+    passages: list[dict[str, Any]] = PASSAGES
 
     def search(self, query, *, kb=None, k=5, where=None, mode="hybrid"):  # type: ignore[no-untyped-def,override]
-        return FakeRetriever(PASSAGES).search(query, k=k)
+        return FakeRetriever(self.passages).search(query, k=k)
 
 
 def drafts(good: bool = True, delay: dict[str, float] | None = None) -> Any:
@@ -70,14 +72,18 @@ def drafts(good: bool = True, delay: dict[str, float] | None = None) -> Any:
                        "route_judge": ['{"label": "kb", "why": "asks about the docs"}']})
 
 
-def make_app(good: bool = True, delay: dict[str, float] | None = None) -> EvalApp:
+def make_app(good: bool = True, delay: dict[str, float] | None = None,
+             passages: list[dict[str, Any]] = PASSAGES) -> EvalApp:
+    """``good=False``: the model drafts nonsense; ``passages=[]``: the knowledge base lost its documents."""
     provider = FunctionProvider(drafts(good, delay), name="scripted")
-    return EvalApp(
+    app = EvalApp(
         providers={"scripted": provider},
         models={"scripted": {"provider": "fake", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0}},
         roles={"chat": ["scripted"], "fast": ["scripted"]},
         gateway={"cache": {"enabled": False}, "max_retries": 0},
     )
+    app.passages = passages
+    return app
 
 
 @pytest.fixture
@@ -119,15 +125,16 @@ def test_a_timeout_or_an_error_fails_its_case_and_the_run_goes_on(tmp_path: Path
         {"id": "boom", "question": "What does boom do to assert statements in a program?"},
         CASES[1],
     ]))
-    app = make_app(delay={"slowly": 2.0})
+    app = make_app(delay={"slowly": 6.0})
+    app.ask("What happens when the pass statement is executed?", kb="default")  # built before the clock starts
     seen: list[tuple[int, int, str]] = []
     started = time.perf_counter()
-    results = run_cases(app, load_dataset(file).cases, RunOptions(timeout_s=0.5, kb="default"),
+    results = run_cases(app, load_dataset(file).cases, RunOptions(timeout_s=2.0, kb="default"),
                         on_result=lambda done, total, r: seen.append((done, total, r.id)))
-    assert time.perf_counter() - started < 1.9  # the slow case was abandoned at its timeout, not awaited
+    assert time.perf_counter() - started < 5.5  # the slow case was abandoned at its timeout, not awaited
     slow, boom, ok = results
     assert (slow.outcome, slow.error["error"]) == ("error", "timeout")  # type: ignore[index]
-    assert slow.failures == ["no answer: the case took longer than 0.5 s"]
+    assert slow.failures == ["no answer: the case took longer than 2 s"]
     assert (boom.outcome, boom.error["error"]) == ("error", "model_refused")  # type: ignore[index]
     assert ok.passed and [s[2] for s in seen] == ["slow", "boom", "pass"] and seen[-1][:2] == (3, 3)
 
@@ -200,21 +207,23 @@ def test_keel_eval_json_and_out_then_a_regression_exits_9_naming_the_metric(
     assert same.exit_code == 0, same.output
     assert "gate passed against" in same.stdout and "4/4 passed" in same.stdout
 
-    worse = invoke(monkeypatch, make_app(good=False), str(dataset_file), "--kb", "default", "--baseline", str(base),
-                   "--json")
+    worse = invoke(monkeypatch, make_app(passages=[]), str(dataset_file), "--kb", "default", "--baseline",
+                   str(base), "--json")
     assert worse.exit_code == EXIT_REGRESSION == 9
     gate = json.loads(worse.stdout)["gate"]
     regressed = {r["metric"] for r in gate["regressions"]}
-    assert {"pass_rate", "answer.correct"} <= regressed and "status.accuracy" not in regressed
+    assert {"pass_rate", "retrieval.hit@k", "status.accuracy", "answer.correct"} <= regressed
+    assert "answer.clean" not in regressed  # the blocked question still leaks nothing
     assert not gate["ok"] and gate["baseline"] == str(base)
 
-    human = invoke(monkeypatch, make_app(good=False), str(dataset_file), "--kb", "default", "--baseline", str(base))
+    human = invoke(monkeypatch, make_app(passages=[]), str(dataset_file), "--kb", "default", "--baseline", str(base))
     assert human.exit_code == 9
     assert "REGRESSION" in human.stdout and "pass_rate fell from 1 to 0.5" in human.stdout
+    assert "refused (expected answered)" in human.stdout
     assert "keel traces show" in human.stdout  # each failure says how to open its trace
 
-    tolerant = invoke(monkeypatch, make_app(good=False), str(dataset_file), "--kb", "default", "--baseline",
-                      str(base), "--max-drop", "0.6", "--json")
+    tolerant = invoke(monkeypatch, make_app(passages=[]), str(dataset_file), "--kb", "default", "--baseline",
+                      str(base), "--max-drop", "1", "--json")
     assert tolerant.exit_code == 0 and json.loads(tolerant.stdout)["gate"]["ok"]
 
 
@@ -222,11 +231,15 @@ def test_absolute_gates_with_min_and_max(monkeypatch: pytest.MonkeyPatch, datase
     ok = invoke(monkeypatch, make_app(), str(dataset_file), "--kb", "default", "--min", "retrieval.hit@k=1",
                 "--max", "error_rate=0", "--json")
     assert ok.exit_code == 0 and [c["kind"] for c in json.loads(ok.stdout)["gate"]["checks"]] == ["min", "max"]
+    # a model drafting nonsense: the guardrail falls back to quoting the sources, so the answers still
+    # hold the right words, but groundedness shows what happened
     low = invoke(monkeypatch, make_app(good=False), str(dataset_file), "--kb", "default", "--tags", "kb",
-                 "--min", "answer.correct=0.9", "--json")
+                 "--min", "answer.correct=0.9", "--min", "guardrail.groundedness=0.5", "--json")
     assert low.exit_code == 9
-    [regression] = json.loads(low.stdout)["gate"]["regressions"]
-    assert regression["message"] == "answer.correct is 0, below the minimum 0.9"
+    report = json.loads(low.stdout)
+    assert report["metrics"]["guardrail.verdicts"] == {"fallback": 2} and report["metrics"]["answer.correct"] == 1.0
+    [regression] = report["gate"]["regressions"]
+    assert regression["message"] == "guardrail.groundedness is 0, below the minimum 0.5"
 
 
 def test_gate_options_are_checked_before_anything_runs(monkeypatch: pytest.MonkeyPatch, dataset_file: Path) -> None:
@@ -272,29 +285,40 @@ def test_unhappy_paths_exit_2_with_one_line_and_what_to_do(tmp_path: Path) -> No
     bad = keel("bad.jsonl", cwd=tmp_path)
     assert bad.returncode == 2 and "bad.jsonl:2: not valid JSON" in bad.stderr
 
-    (tmp_path / "empty.jsonl").write_text("\n")
-    empty = keel("empty.jsonl", cwd=tmp_path)
-    assert empty.returncode == 2 and "has no cases" in empty.stderr
-
     (tmp_path / "base.json").write_text(json.dumps({"format": "keel.eval/1", "metrics": {},
                                                     "dataset": {"name": "demo", "fingerprint": "x", "cases": 15}}))
     (tmp_path / "mine.jsonl").write_text('{"id": "a", "question": "what is pass?"}\n')
     other = keel("mine.jsonl", "--baseline", "base.json", cwd=tmp_path)
-    assert other.returncode == 2 and "made from other cases (dataset 'demo'" in other.stderr
+    assert other.returncode == 2 and "made from other cases (dataset 'demo', 15 cases" in other.stderr
 
-    (tmp_path / "notreport.json").write_text("[1, 2]")
-    wrong = keel("mine.jsonl", "--baseline", "notreport.json", cwd=tmp_path)
-    assert wrong.returncode == 2 and "is not a keel eval report" in wrong.stderr
 
-    neither = keel(cwd=tmp_path)
-    assert neither.returncode == 2 and "no dataset given" in neither.stderr
+@pytest.mark.parametrize(
+    ("files", "args", "message"),
+    [
+        ({"empty.jsonl": "\n"}, ["empty.jsonl"], "has no cases"),
+        ({"c.jsonl": '{"question": "q"}\n', "r.json": "[1, 2]"}, ["c.jsonl", "--baseline", "r.json"],
+         "is not a keel eval report"),
+        ({"c.jsonl": '{"question": "q"}\n'}, ["c.jsonl", "--baseline", "gone.json"], "gone.json does not exist"),
+        ({}, [], "no dataset given"),
+        ({}, ["cases.jsonl", "--demo"], "not both"),
+        ({"c.jsonl": '{"question": "q"}\n'}, ["c.jsonl", "--tags", "nope"], "has the tag(s) nope"),
+    ],
+)
+def test_more_usage_errors_are_typed_with_exit_code_2(monkeypatch: pytest.MonkeyPatch, tmp_path: Path,
+                                                      files: dict[str, str], args: list[str], message: str) -> None:
+    for name, text in files.items():
+        (tmp_path / name).write_text(text)
+    result = invoke(monkeypatch, make_app(), *args)  # in-process: main() maps the error to its exit code
+    assert isinstance(result.exception, UserError) and result.exception.exit_code == 2
+    assert message in str(result.exception) and result.exception.hint
 
 
 def test_a_failing_gate_exits_9_from_a_real_process(tmp_path: Path) -> None:
     """Blocked questions reach no model, so this runs the real graph with the default settings."""
     (tmp_path / "g.jsonl").write_text(
         '{"id": "ok", "question": "Is password: hunter2hunter2 fine?", "expected_status": "blocked"}\n'
-        '{"id": "wrong", "question": "My key is sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8t, ok?", "expected_status": "answered"}\n'
+        '{"id": "wrong", "question": "My key is sk-proj-Ab3dEf6hIj9kLm2nOp5qRs8t, ok?",'
+        ' "expected_status": "answered"}\n'
     )
     out = keel("g.jsonl", "--min", "pass_rate=1", "--out", "r.json", cwd=tmp_path)
     assert out.returncode == 9, out.stderr

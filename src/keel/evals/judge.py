@@ -21,7 +21,10 @@ __all__ = ["Judge"]
 
 _SCHEMA = {
     "type": "object",
-    "properties": {"grade": {"type": "integer", "minimum": 1, "maximum": 5}, "why": {"type": "string", "maxLength": 160}},
+    "properties": {
+        "grade": {"type": "integer", "minimum": 1, "maximum": 5},
+        "why": {"type": "string", "maxLength": 160},
+    },
     "required": ["grade", "why"],
     "additionalProperties": False,
 }

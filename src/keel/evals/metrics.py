@@ -18,6 +18,9 @@ Per case (each only when the case carries the expectation):
 Aggregates are means over the cases that carry each expectation (None when
 none does), plus latency percentiles, cost and model calls over every case
 that ran. Errors count as failures in every rate they have an expectation for.
+``guardrail.groundedness`` is the mean over answers the guard scored;
+``guardrail.pass_rate`` the share of answered cases whose draft it accepted
+(pass or revised) instead of replacing it with quoted sources (fallback).
 """
 
 from __future__ import annotations
@@ -298,7 +301,8 @@ def aggregate(cases: list[EvalCase], results: list[CaseResult]) -> dict[str, Any
         "errors": n - len(ran),
         "pass_rate": _mean([float(r.passed) for r in results]),
         "error_rate": round((n - len(ran)) / n, 4) if n else None,
-        "answer.correct": _mean([r.scores.get("correct", 0.0) for r in results if _ANSWER_CHECKS & set(r.expectations)]),
+        "answer.correct": _mean([r.scores.get("correct", 0.0) for r in results
+                                 if _ANSWER_CHECKS & set(r.expectations)]),
         "answer.exact": _over(results, "expected_answer", "exact"),
         "answer.contains": _over(results, "expected_answer", "contains"),
         "answer.f1": _over(results, "expected_answer", "f1"),
@@ -313,7 +317,8 @@ def aggregate(cases: list[EvalCase], results: list[CaseResult]) -> dict[str, Any
         "status.false_refusals": false_refusals if with_status else None,
         "status.missed_refusals": missed if with_status else None,
         "guardrail.groundedness": _mean(grounded),
-        "guardrail.pass_rate": _mean([float(v in ("pass", "revised")) for v in verdicts]),
+        "guardrail.pass_rate": _mean([float(r.verdict in ("pass", "revised")) for r in ran
+                                      if r.outcome == "answered"]),
         "guardrail.verdicts": dict(sorted(Counter(verdicts).items())),
         "outcomes": dict(sorted(Counter(r.outcome for r in results).items())),
         "latency.p50_ms": _percentile(latencies, 50),
@@ -325,6 +330,7 @@ def aggregate(cases: list[EvalCase], results: list[CaseResult]) -> dict[str, Any
         "tokens.output": sum(r.output_tokens for r in results),
         "model_calls.total": sum(r.model_calls for r in results),
         "model_calls.per_case": round(sum(r.model_calls for r in results) / n, 4) if n else None,
-        "judge.score": _mean([float(r.judge["score"]) for r in results if r.judge and r.judge.get("score") is not None]),
+        "judge.score": _mean([float(r.judge["score"]) for r in results
+                              if r.judge and r.judge.get("score") is not None]),
     }
 

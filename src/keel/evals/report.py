@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 from ..errors import InputError, NotFound
@@ -86,25 +87,26 @@ def _fmt(value: Any, metric: str = "") -> str:
     return str(value)
 
 
+def _scores(scores: dict[str, float]) -> str:
+    """The row's scores, short: answer correct, F1, hit@k and reciprocal rank, route, status."""
+    short = {"correct": "ans", "f1": "f1", "hit@k": "hit", "rr": "rr", "route": "route", "status": "status",
+             "not_rejected": "new"}
+    return " ".join(f"{label} {scores[key]:.2g}" for key, label in short.items() if key in scores) or "-"
+
+
 def _case_table(report: dict[str, Any]) -> Table:
-    k = report["run"].get("k", 5)
-    table = Table("case", "ok", "outcome", "route", "verdict", "answer", f"hit@{k}", "ms", "USD", "trace id",
+    table = Table("case", "ok", "outcome", "route", "scores", "ms",
                   title=f"{report['dataset']['name']}: {report['dataset']['cases']} cases", title_justify="left")
+    table.add_column("trace id", no_wrap=True, min_width=32)  # what `keel traces show` takes
     for row in report["cases"]:
-        scores = row["scores"]
-        answer = scores.get("correct")
-        if "f1" in scores:
-            answer = f"{_fmt(answer)} (f1 {scores['f1']:.2f})"
+        verdict = f" ({row['verdict']})" if row["verdict"] and row["verdict"] != row["outcome"] else ""
         table.add_row(
-            row["id"],
+            escape(row["id"]),
             "[green]pass[/]" if row["passed"] else "[red]FAIL[/]",
-            row["outcome"],
+            row["outcome"] + verdict,
             row["route"] or "-",
-            row["verdict"] or "-",
-            _fmt(answer),
-            _fmt(scores.get("hit@k")),
+            _scores(row["scores"]),
             f"{row['latency_ms']:.0f}",
-            f"{row['cost_usd']:.6f}",
             row["trace_id"] or "-",
         )
     return table
@@ -116,8 +118,8 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     for row in report["cases"]:
         if row["failures"]:
             trace = f"  (keel traces show {row['trace_id']})" if row["trace_id"] else ""
-            console.print(f"[red]✗[/] {row['id']}: {'; '.join(row['failures'])}{trace}", highlight=False,
-                          soft_wrap=True, markup=True)
+            console.print(f"[red]✗[/] {escape(row['id'])}: {escape('; '.join(row['failures']))}{trace}",
+                          highlight=False, soft_wrap=True)
     m = report["metrics"]
     console.print(f"[bold]{m['passed']}/{m['cases']} passed[/], {m['errors']} errors", highlight=False)
     for name, value in m.items():
@@ -136,4 +138,4 @@ def render_gate(gate: dict[str, Any], console: Console) -> None:
         return
     console.print(f"[red]REGRESSION[/]{against}:", highlight=False)
     for r in gate["regressions"]:
-        console.print(f"  [red]✗[/] {r['message']}", highlight=False)
+        console.print(f"  [red]✗[/] {escape(r['message'])}", highlight=False, soft_wrap=True)

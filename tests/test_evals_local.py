@@ -1,0 +1,67 @@
+"""`keel eval` end to end on the real embedded model and a real (small) demo knowledge base.
+
+Slow-ish: opt in with ``-m local_model``. The knowledge base holds a dozen topics
+of the demo corpus (the whole reference takes minutes to embed on 2 cores), so
+the smoke cases of the shipped demo dataset run in well under a minute.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from keel import App
+from keel.evals.metrics import source_matches
+
+pytestmark = pytest.mark.local_model
+
+TOPICS = {"assert", "pass", "break", "continue", "del", "global", "nonlocal", "lambda", "truth", "with",
+          "bltin-null-object", "raise"}
+
+
+def test_demo_smoke_cases_through_the_cli_on_the_embedded_model(keel_home: Path, tmp_path: Path) -> None:
+    from keel.knowledge import demo_documents
+
+    app = App()
+    docs = [d for d in demo_documents() if d.uri.removeprefix("pydoc:") in TOPICS]
+    assert len(docs) == len(TOPICS)
+    app.knowledge.ingest_documents(docs, total=len(docs))  # the default kb, as `keel ingest --demo` fills it
+    app.knowledge.close()
+
+    env = {"KEEL_HOME": str(keel_home), "PATH": "/usr/bin:/bin", "KEEL_GATEWAY__CACHE__ENABLED": "false"}
+    exe = Path(sys.executable).with_name("keel")
+    run = subprocess.run([exe, "eval", "--demo", "--tags", "smoke", "--k", "3", "--json", "--out", "report.json"],
+                         capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
+    assert run.returncode == 0, run.stderr
+    report = json.loads(run.stdout)
+    assert report == json.loads((tmp_path / "report.json").read_text())
+    assert report["format"] == "keel.eval/1" and report["dataset"]["name"] == "demo"
+    assert report["dataset"]["cases"] == 3 and report["dataset"]["tags"] == ["smoke"]
+    assert report["run"]["models"]["chat"] == ["local"] and report["run"]["k"] == 3
+    rows = {r["id"]: r for r in report["cases"]}
+    assert set(rows) == {"assert", "refuse-vacation", "block-api-key"}
+
+    # the guard blocks the pasted key before any model sees it
+    blocked = rows["block-api-key"]
+    assert (blocked["outcome"], blocked["passed"], blocked["model_calls"]) == ("blocked", True, 0)
+
+    # retrieval is scored from the hits the real knowledge base returned for this question
+    kb_row = rows["assert"]
+    assert kb_row["error"] is None and kb_row["trace_id"] and kb_row["latency_ms"] > 0
+    assert set(kb_row["sources"]) <= {f"pydoc:{t}" for t in TOPICS}
+    hit = any(source_matches({"uri": uri}, "pydoc:assert") for uri in kb_row["sources"][:3])
+    assert kb_row["scores"]["hit@k"] == float(hit)
+    m = report["metrics"]
+    assert m["retrieval.hit@k"] == kb_row["scores"]["hit@k"] and m["retrieval.mrr"] == kb_row["scores"]["rr"]
+    assert m["cases"] == 3 and m["errors"] == 0 and m["model_calls.total"] >= 1
+    assert m["latency.p50_ms"] > 0 and m["cost.total_usd"] == 0.0  # the embedded model costs nothing
+    assert sum(m["outcomes"].values()) == 3 and m["guardrail.verdicts"].get("blocked") == 1
+
+    # each row's trace opens with `keel traces show`
+    shown = subprocess.run([exe, "traces", "show", kb_row["trace_id"], "--json"], capture_output=True, text=True,
+                           env=env, cwd=tmp_path, timeout=60)
+    assert shown.returncode == 0 and json.loads(shown.stdout)["spans"][0]["name"] == "keel.ask"
