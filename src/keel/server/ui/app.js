@@ -6,7 +6,7 @@
 (function () {
   const KEY_STORE = "keel.apiKey";
   const $ = (id) => document.getElementById(id);
-  const state = { answer: null, busy: false };
+  const state = { answer: null, busy: false, openTrace: null };
 
   // -- small DOM helpers -------------------------------------------------------------
 
@@ -148,6 +148,7 @@
     badge.className = "badge status-" + status;
     setText("answer-text", data.answer || (status === "pending_approval" ? "Paused: a person must approve a tool call." : ""));
     renderApproval(status === "pending_approval" ? data.approval : null);
+    $("feedback").hidden = status === "pending_approval";
     renderSources(data.sources || []);
     renderFacts(data);
     resetFeedback();
@@ -303,13 +304,23 @@
             el("span", { class: "trace-name" }, label),
             el("span", { class: "muted small" }, fmt.when(t.start_time) + " · " + String(t.trace_id).slice(0, 12)))));
       }
+      markOpenTrace();
     } catch (err) {
       clear(list);
       list.append(el("li", { class: "muted" }, "Could not load traces: " + err.message));
     }
   }
 
+  function markOpenTrace() {
+    for (const item of document.querySelectorAll("#traces .trace-item")) {
+      if (item.dataset.traceId === state.openTrace) item.setAttribute("aria-current", "true");
+      else item.removeAttribute("aria-current");
+    }
+  }
+
   async function openTrace(traceId) {
+    state.openTrace = traceId;
+    markOpenTrace();
     const view = $("trace-view");
     const tree = $("span-tree");
     view.hidden = false;
@@ -338,8 +349,9 @@
       span.status && span.status !== "ok" ? el("span", { class: "badge status-error" }, span.status) : null);
     const attrs = Object.entries(span.attributes || {});
     const table = attrs.length
-      ? el("table", { class: "attrs" }, el("tbody", {}, ...attrs.map(([k, v]) =>
-          el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, typeof v === "string" ? v : JSON.stringify(v))))))
+      ? el("details", { class: "attrs-box" }, el("summary", { class: "muted small" }, "attributes (" + attrs.length + ")"),
+          el("table", { class: "attrs" }, el("tbody", {}, ...attrs.map(([k, v]) =>
+            el("tr", {}, el("th", { scope: "row" }, k), el("td", {}, typeof v === "string" ? v : JSON.stringify(v)))))))
       : null;
     const details = el("details", depth < 2 ? { open: true } : {}, summary,
       span.status_message ? el("p", { class: "error-message" }, span.status_message) : null,
