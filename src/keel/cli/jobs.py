@@ -102,9 +102,13 @@ def list_jobs(
         console.print("no jobs")
 
 
+ConcurrencyOption = Annotated[
+    int | None, typer.Option("--concurrency", "-n", help="jobs run at once (default: jobs.workers, at least 1)")
+]
+
+
 def worker(
-    concurrency: Annotated[int | None, typer.Option("--concurrency", "-n",
-                                                    help="jobs run at once (default: jobs.workers, at least 1)")] = None,
+    concurrency: ConcurrencyOption = None,
     burst: Annotated[bool, typer.Option("--burst", help="embedded: exit once no job is queued or running")] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
