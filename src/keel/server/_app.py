@@ -8,6 +8,8 @@ pool). Middleware, outermost first: request id, CORS (only when
 
 from __future__ import annotations
 
+import contextlib
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from fastapi import FastAPI
@@ -33,16 +35,35 @@ Send `Authorization: Bearer <key>` (make one with `keel keys create NAME`) on ev
 `/metrics`. Errors are `{"error": code, "message", "hint"}` (OpenAI's shape on `/v1/chat/completions`)."""
 
 
-def create_app(app: App | None = None, *, host: str | None = None, keys: KeyStore | None = None) -> FastAPI:
+def _lifespan(keel: App, workers: bool):  # type: ignore[no-untyped-def]
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if workers:
+            keel.jobs.start()  # the embedded backend's worker threads (no-op with Celery or jobs.workers: 0)
+        try:
+            yield
+        finally:
+            if "jobs" in keel.__dict__:
+                keel.jobs.stop()
+            if "telemetry" in keel.__dict__:
+                keel.telemetry.flush()  # spans, cost rows and audit records still queued
+
+    return lifespan
+
+
+def create_app(app: App | None = None, *, host: str | None = None, keys: KeyStore | None = None,
+               workers: bool = True) -> FastAPI:
     """The ASGI application. ``host`` is the address it is served on (default ``server.host``),
-    which decides whether ``auth: auto`` asks for keys; ``uvicorn --factory keel.server:create_app`` works too."""
+    which decides whether ``auth: auto`` asks for keys; ``workers`` runs the embedded job workers
+    in this process while it serves. ``uvicorn --factory keel.server:create_app`` works too."""
     keel = app if app is not None else App()
     settings = keel.settings.server
     # FastAPI's own OpenTelemetry spans are off: keel's traces start at the keel.ask span (its trace id is the
     # answer's, and feedback reads the question from that root); a span per HTTP request would wrap it and
     # turn every probe and poll into a trace of its own
     off = {"tracing": False, "operation_spans": False, "metrics": False, "logs": False, "auto_configure": False}
-    api = FastAPI(title="keel", version=_version(), description=_DESCRIPTION, telemetry=off)
+    api = FastAPI(title="keel", version=_version(), description=_DESCRIPTION, telemetry=off,
+                  lifespan=_lifespan(keel, workers))
     api.state.keel = keel
     api.state.auth = AuthPolicy(settings.auth, host or settings.host, keys or KeyStore.for_settings(keel.settings))
     install_handlers(api)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Body, HTTPException, Path, Query, Request
+from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..app import App
@@ -162,21 +162,32 @@ def get_trace(trace_id: Annotated[str, Path(min_length=1, max_length=64)], reque
 # -- jobs -----------------------------------------------------------------------------------------
 
 
-def _jobs(app: App) -> Any:
-    jobs = getattr(app, "jobs", None)
-    if jobs is None:  # keel.jobs is optional at this layer: say so instead of failing with 500
-        raise HTTPException(501, "background jobs are not available in this keel build; use POST /v1/ask")
-    return jobs
+def _inside_workspace(app: App, payload: dict[str, Any]) -> dict[str, Any]:
+    """An ingest over HTTP reads only inside the workspace folder: a key holder must not be able to
+    pull any file the server can read (its keys, its config) into a knowledge base and ask about it."""
+    paths = payload.get("paths")
+    if not isinstance(paths, list) or not all(isinstance(p, str) for p in paths):
+        return payload  # the job's own validation names the problem
+    root = app.settings.workspace.resolve()
+    resolved = []
+    for raw in paths:
+        path = (root / raw).resolve()  # relative paths are relative to the workspace
+        if path != root and root not in path.parents:
+            raise InputError(
+                f"ingest over HTTP reads only inside the workspace folder ({root}); {raw!r} is outside it",
+                hint="copy the files into the workspace (KEEL_WORKSPACE), or run `keel ingest` on the server",
+            )
+        resolved.append(str(path))
+    return {**payload, "paths": resolved}
 
 
 @router.post("/jobs", status_code=202, responses={202: {"model": JobOut}, **_errors()}, tags=["jobs"])
 def submit_job(body: JobRequest, request: Request, who: CallerDep) -> JSONResponse:
-    """Queue an ``ask`` or ``ingest`` job; poll the Location it returns."""
-    payload = dict(body.payload)
-    if body.kind == "ask":
-        payload = AskRequest.model_validate(payload).model_dump(exclude_none=True)
-    user = payload.get("user") or who.name
-    job = _jobs(keel_app(request)).submit(body.kind, payload, user=user)
+    """Queue an ``ask``, ``ingest`` or ``extract`` job; poll the Location it returns."""
+    app = keel_app(request)
+    payload = _inside_workspace(app, body.payload) if body.kind == "ingest" else dict(body.payload)
+    user = payload.get("user") if body.kind == "ask" and isinstance(payload.get("user"), str) else None
+    job = app.jobs.submit(body.kind, payload, user=user or who.name)
     data = job.to_dict()
     return JSONResponse(data, status_code=202, headers={"Location": f"/v1/jobs/{data['id']}"})
 
@@ -185,7 +196,7 @@ def submit_job(body: JobRequest, request: Request, who: CallerDep) -> JSONRespon
 def get_job(job_id: Annotated[str, Path(min_length=1, max_length=64)], request: Request,
             who: CallerDep) -> JSONResponse:
     """A job's status, attempts and, once finished, its result (an ask job's is the Answer JSON) or error."""
-    return JSONResponse(_jobs(keel_app(request)).get(job_id).to_dict())
+    return JSONResponse(keel_app(request).jobs.get(job_id).to_dict())
 
 
 # -- operations -------------------------------------------------------------------------------------

@@ -62,8 +62,11 @@ class FeedbackRequest(_Body):
 
 
 class JobRequest(_Body):
-    kind: Literal["ask", "ingest"]
-    payload: dict[str, Any] = Field(description="ask: the /v1/ask body; ingest: what the ingest job takes")
+    kind: Literal["ask", "ingest", "extract"]
+    payload: dict[str, Any] = Field(
+        description="ask: the /v1/ask body; ingest: {paths (inside the workspace folder), kb?}; "
+        "extract: {text, schema, role?}"
+    )
 
 
 class ChatMessage(BaseModel):
