@@ -166,3 +166,22 @@ def test_the_jobs_commands_say_what_is_wrong(workdir: Path, capsys: Any, monkeyp
                                              message: str) -> None:
     code, err = keel(capsys, monkeypatch, *args)
     assert code == 2 and message in err and "what to do:" in err
+
+
+def test_the_python_example_in_docs_jobs_md_runs(workdir: Path, capsys: Any) -> None:
+    import re
+
+    docs = (Path(__file__).resolve().parent.parent / "docs" / "jobs.md").read_text()
+    [example] = re.findall(r"```python\n(.*?)```", docs, flags=re.S)
+    exec(compile(example, "docs/jobs.md", "exec"), {})
+    status, answer = capsys.readouterr().out.split(" ", 1)
+    # the knowledge base is empty, so the honest answer is a refusal to guess; the job still succeeded
+    assert status == "succeeded" and "knowledge base" in answer
+
+
+def test_the_jobs_package_exports_a_small_sorted_surface() -> None:
+    import keel.jobs
+
+    assert keel.jobs.__all__ == sorted(keel.jobs.__all__)
+    assert all(getattr(keel.jobs, name) is not None for name in keel.jobs.__all__)
+    assert App.jobs.__doc__  # the App's entry point says what it is

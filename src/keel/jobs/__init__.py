@@ -14,4 +14,4 @@ from ._model import STATUSES, Job, JobStatus
 from ._queue import JobQueue
 from ._runner import is_retryable
 
-__all__ = ["STATUSES", "BrokerUnavailable", "Job", "JobQueue", "JobStatus", "WorkerLost", "is_retryable"]
+__all__ = ["BrokerUnavailable", "Job", "JobQueue", "JobStatus", "STATUSES", "WorkerLost", "is_retryable"]

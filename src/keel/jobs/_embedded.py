@@ -13,7 +13,7 @@ import time
 from typing import TYPE_CHECKING
 
 from ..config import JobSettings
-from ._runner import Ran, run_claimed, worker_name
+from ._runner import run_claimed, worker_name
 from ._store import JobStore
 
 if TYPE_CHECKING:
@@ -30,7 +30,8 @@ class WorkerPool:
     def __init__(self, app: App, store: JobStore, settings: JobSettings, *, threads: int) -> None:
         self.app, self.store, self.settings = app, store, settings
         self.threads = threads
-        self.ran: list[Ran] = []
+        #: jobs this pool ran to an outcome (succeeded, failed, retry or lost)
+        self.ran = 0
         self._stop = threading.Event()
         self._wake = threading.Event()
         self._lock = threading.Lock()
@@ -100,8 +101,9 @@ class WorkerPool:
             claimed = self.store.claim_next(name, self.settings.lease_s)
             if claimed is None:
                 return False
-            ran = run_claimed(self.app, self.store, *claimed, self.settings)
-            self.ran.append(ran)
+            run_claimed(self.app, self.store, *claimed, self.settings)
+            with self._lock:
+                self.ran += 1
             return True
         finally:
             with self._lock:

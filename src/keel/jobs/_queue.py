@@ -115,7 +115,7 @@ class JobQueue:
             return 0
         pool = WorkerPool(self.app, self.store, self.settings, threads=n)
         pool.run(burst=burst, stop=stop)
-        return len(pool.ran)
+        return pool.ran
 
     def check(self) -> None:
         """Raise BrokerUnavailable when the Celery broker cannot be reached (no-op when embedded)."""
