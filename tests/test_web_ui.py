@@ -7,6 +7,7 @@ tests cover the page and the API contract it relies on together.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -65,46 +66,63 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
+@contextlib.contextmanager
+def _serving(root: Path, env: dict[str, str]) -> Iterator[str]:
+    """``keel serve`` on a free loopback port in ``root``; yields its base URL once /healthz answers."""
+    keel = str(Path(sys.executable).with_name("keel"))
+    port = _free_port()
+    log_path = root / "serve.log"
+    with log_path.open("w") as log:
+        proc = subprocess.Popen([keel, "serve", "--port", str(port)], cwd=root, env=env, stdout=log,
+                                stderr=subprocess.STDOUT)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    if httpx.get(base + "/healthz", timeout=2).status_code == 200:
+                        break
+                except httpx.TransportError:
+                    pass
+                if proc.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError("keel serve did not start:\n" + log_path.read_text())
+                time.sleep(0.3)
+            yield base
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def _keel(root: Path, env: dict[str, str], *args: str) -> str:
+    done = subprocess.run([str(Path(sys.executable).with_name("keel")), *args], cwd=root, env=env,
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def _setup(root: Path) -> dict[str, str]:
+    (root / "keel.yaml").write_text(CONFIG)
+    (root / "ws").mkdir()
+    env = {**os.environ, "KEEL_HOME": str(root / "home"), "KEEL_WORKSPACE": str(root / "ws"), "USER": "tester"}
+    env.pop("KEEL_CONFIG", None)
+    return env
+
+
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any]]:
     """keel serve on a free loopback port (auth off: loopback, no keys) over an ingested two-file KB."""
     root = tmp_path_factory.mktemp("webui")
-    (root / "keel.yaml").write_text(CONFIG)
+    env = _setup(root)
     (root / "docs").mkdir()
     for name, text in DOCS.items():
         (root / "docs" / name).write_text(text)
-    (root / "ws").mkdir()
-    env = {**os.environ, "KEEL_HOME": str(root / "home"), "KEEL_WORKSPACE": str(root / "ws"), "USER": "tester"}
-    env.pop("KEEL_CONFIG", None)
-    keel = str(Path(sys.executable).with_name("keel"))
-    ingested = subprocess.run([keel, "ingest", "docs", "--json"], cwd=root, env=env, capture_output=True,
-                              text=True, timeout=300)
-    assert ingested.returncode == 0, ingested.stderr
-    port = _free_port()
-    log = (root / "serve.log").open("w")
-    proc = subprocess.Popen([keel, "serve", "--port", str(port)], cwd=root, env=env, stdout=log,
-                            stderr=subprocess.STDOUT)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 120
-        while True:
-            try:
-                if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError("keel serve did not start:\n" + (root / "serve.log").read_text())
-            time.sleep(0.3)
-        yield {"base": base, "root": root, "env": env, "workspace": root / "ws", "log": root / "serve.log"}
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
-        log.close()
+    _keel(root, env, "ingest", "docs", "--json")
+    with _serving(root, env) as base:
+        yield {"base": base, "root": root, "env": env, "workspace": root / "ws"}
 
 
 @pytest.fixture(scope="module")
@@ -276,3 +294,34 @@ def test_api_key_is_kept_in_local_storage_and_sent(page: Page, server: dict[str,
     assert "Bearer keel_000000000000_notarealkeynotarealkey" in seen
     page.get_by_role("button", name="Forget").click()
     assert page.evaluate("localStorage.getItem('keel.apiKey')") is None
+
+
+def test_with_keys_the_page_asks_for_one_and_then_works(browser: Browser, tmp_path: Path) -> None:
+    """Once a key exists, loopback needs it too: the page shows the 401 with its hint, then works with the key."""
+    root = tmp_path / "auth"
+    root.mkdir()
+    env = _setup(root)
+    created = json.loads(_keel(root, env, "keys", "create", "ann", "--json"))
+    with _serving(root, env) as base:
+        context = browser.new_context()
+        page = context.new_page()
+        page.goto(base + "/")  # the page itself is public; the API behind it is not
+        expect(page.locator("#traces")).to_contain_text("Could not load traces")
+        ask(page, "hello there")
+        error = page.get_by_role("alert")
+        expect(error.locator("code")).to_have_text("unauthorized", timeout=30_000)
+        expect(error).to_contain_text("HTTP 401")
+        expect(error.locator(".error-hint")).to_contain_text("keel keys create")
+
+        page.get_by_label("API key", exact=True).fill(created["key"])
+        page.get_by_role("button", name="Save key").click()
+        expect(page.locator("#traces")).not_to_contain_text("Could not load traces")
+        ask(page, "hello there")
+        expect(page.locator("#answer-status")).to_have_text("answered", timeout=60_000)
+        expect(error).to_be_hidden()
+        trace_id = page.locator("#trace-id").inner_text()
+        # the API lists the trace for the key's holder, and refuses anyone without a key
+        listed = httpx.get(f"{base}/v1/traces", headers={"Authorization": f"Bearer {created['key']}"}, timeout=10)
+        assert trace_id in [t["trace_id"] for t in listed.json()]
+        assert httpx.get(f"{base}/v1/traces", timeout=10).status_code == 401
+        context.close()
