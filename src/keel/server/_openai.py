@@ -32,7 +32,7 @@ from ..errors import BudgetExceeded, InputError, KeelError
 from ..graph import Answer
 from ._auth import Caller, CallerDep
 from ._errors import error_body, retry_after
-from ._schemas import ChatCompletionRequest, ChatMessage, ErrorOut
+from ._schemas import ChatCompletionRequest, ChatMessage, OpenAIErrorOut
 
 __all__ = ["router"]
 
@@ -113,7 +113,7 @@ KbHeader = Annotated[str | None, Header(alias="x-keel-kb", max_length=64)]
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "a chat.completion object, or an SSE stream of chat.completion.chunk objects",
           "content": {"application/json": {}, "text/event-stream": {}}},
-    **{code: {"model": ErrorOut} for code in (400, 401, 413, 422, 429, 502, 503, 504)},
+    **{code: {"model": OpenAIErrorOut} for code in (400, 401, 413, 422, 429, 502, 503, 504)},
 }
 
 
@@ -209,7 +209,7 @@ async def _stream(
     yield _sse("[DONE]")
 
 
-@router.get("/models", responses={401: {"model": ErrorOut}})
+@router.get("/models", responses={401: {"model": OpenAIErrorOut}})
 def models(who: CallerDep) -> dict[str, Any]:
     """The one model name this endpoint answers as: ``keel`` (its router picks the real models)."""
     return {"object": "list", "data": [{"id": "keel", "object": "model", "created": 0, "owned_by": "keel"}]}

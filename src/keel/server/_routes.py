@@ -37,7 +37,7 @@ ops = APIRouter()
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut} for code in (401, 413, 422, *codes)}
+    return {code: {"model": ErrorOut} for code in (400, 401, 413, 422, *codes)}
 
 
 def keel_app(request: Request) -> App:

@@ -21,6 +21,7 @@ __all__ = [
     "FeedbackRequest",
     "JobOut",
     "JobRequest",
+    "OpenAIErrorOut",
     "RejectRequest",
     "TraceSummaryOut",
     "TraceTreeOut",
@@ -107,6 +108,20 @@ class ErrorOut(_Out):
     error: str = Field(description="machine-readable code, e.g. not_found, budget_exceeded")
     message: str
     hint: str | None = None
+
+
+class OpenAIErrorDetail(_Out):
+    message: str
+    type: str
+    code: str | None = None
+    param: str | None = None
+    hint: str | None = None
+
+
+class OpenAIErrorOut(_Out):
+    """The OpenAI-compatible routes' errors, in OpenAI's shape."""
+
+    error: OpenAIErrorDetail
 
 
 class SourceOut(_Out):
