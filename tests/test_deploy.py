@@ -383,3 +383,70 @@ def test_compose_chroma_service_starts_and_passes_its_health_check(tmp_path: Pat
         server.terminate()
         server.wait(timeout=30)
     assert (tmp_path / "chroma").is_dir()
+
+
+def _render_chart(overrides: dict[str, Any] | None) -> list[dict[str, Any]]:
+    """The chart rendered by Helm itself: the `helm` binary if installed, else the helm-python-sdk
+    package (Helm's Go code as a library); skipped when neither is there."""
+    import shutil
+    import subprocess
+
+    helm = shutil.which("helm")
+    if helm:
+        args = [helm, "template", "keel", str(CHART), "--namespace", "ai"]
+        for path, value in _flatten(overrides or {}):
+            args += ["--set-json", f"{path}={json.dumps(value)}"]
+        lint = subprocess.run([helm, "lint", "--strict", str(CHART)], capture_output=True, text=True, timeout=120)
+        assert lint.returncode == 0, lint.stdout + lint.stderr
+        done = subprocess.run(args, capture_output=True, text=True, timeout=120)
+        assert done.returncode == 0, done.stderr
+        texts = [done.stdout]
+    else:
+        helm_python = pytest.importorskip("helm_python.chart", reason="needs helm or helm-python-sdk to render")
+        report = helm_python.lint(str(CHART), strict=True)
+        assert report["errors"] == [] and all(m["severity"] < 2 for m in report["messages"]), report
+        with helm_python.Chart.load(str(CHART)) as chart:
+            rendered = chart.render(values=overrides, name="keel", namespace="ai", is_install=True)
+        texts = [text for name, text in sorted(rendered.items()) if name.endswith(".yaml")]
+    return [doc for text in texts for doc in yaml.safe_load_all(text) if doc]
+
+
+def _flatten(data: dict[str, Any], prefix: str = "") -> list[tuple[str, Any]]:
+    out: list[tuple[str, Any]] = []
+    for key, value in data.items():
+        path = f"{prefix}.{key}" if prefix else key
+        out += _flatten(value, path) if isinstance(value, dict) else [(path, value)]
+    return out
+
+
+def test_chart_renders_and_the_rendered_objects_agree_with_keel(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    docs = _render_chart(None)
+    by_kind: dict[str, list[dict[str, Any]]] = {}
+    for doc in docs:
+        by_kind.setdefault(doc["kind"], []).append(doc)
+    assert sorted(by_kind) == ["ConfigMap", "Deployment", "PersistentVolumeClaim", "Service"]
+    api, worker = sorted(by_kind["Deployment"], key=lambda d: d["metadata"]["name"])
+    assert api["spec"]["replicas"] == values()["api"]["replicas"]
+    assert worker["spec"]["template"]["spec"]["containers"][0]["args"] == ["keel", "worker"]
+    container = api["spec"]["template"]["spec"]["containers"][0]
+    assert container["livenessProbe"]["httpGet"] == {"path": "/healthz", "port": "http"}
+    assert container["readinessProbe"]["httpGet"] == {"path": "/readyz", "port": "http"}
+    assert container["ports"][0]["name"] == by_kind["Service"][0]["spec"]["ports"][0]["targetPort"]
+    # the ConfigMap's keel.yaml and the container's environment, through keel's settings
+    config = tmp_path / "keel.yaml"
+    config.write_text(by_kind["ConfigMap"][0]["data"]["keel.yaml"])
+    mounts = {m["name"]: m["mountPath"] for m in container["volumeMounts"]}
+    env = {e["name"]: e.get("value", "postgresql+psycopg://keel:pw@db:5432/keel") for e in container["env"]}
+    assert env["KEEL_CONFIG"] == f"{mounts['config']}/keel.yaml" and env["KEEL_HOME"] == mounts["data"]
+    keel_env = {k: v for k, v in env.items() if k.startswith("KEEL_")}
+    settings = load_with_env(monkeypatch, {**keel_env, "KEEL_CONFIG": str(config)})
+    assert settings.config_path == config and settings.knowledge.store == "server"
+    secret_refs = {e["name"]: e["valueFrom"]["secretKeyRef"]["name"] for e in container["env"] if "valueFrom" in e}
+    assert secret_refs == {s["name"]: s["secretName"] for s in values()["secretEnv"]}
+
+    scaled = _render_chart({"api": {"autoscaling": {"enabled": True}}, "persistence": {"enabled": False}})
+    kinds = sorted(d["kind"] for d in scaled)
+    assert kinds == ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "Service"]
+    api = next(d for d in scaled if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-api"))
+    assert "replicas" not in api["spec"]
