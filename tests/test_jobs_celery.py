@@ -226,3 +226,12 @@ def test_the_job_table_on_postgresql(pg_url: str) -> None:
     assert (requeued.status, requeued.error and requeued.error["error"]) == ("queued", "worker_lost")
     with pytest.raises(NotFound, match="no job with id 'job_missing'"):
         app.jobs.get("job_missing")
+
+
+def test_burst_is_refused_with_celery(tmp_path: Path, keel_home: Path, capsys: Any, monkeypatch: Any) -> None:
+    (tmp_path / "keel.yaml").write_text(_config("redis://127.0.0.1:1/0", "keel.jobs"))
+    monkeypatch.setattr(sys, "argv", ["keel", "worker", "--burst"])
+    with pytest.raises(SystemExit) as exited:
+        main()
+    assert exited.value.code == 2
+    assert "error: --burst works with the embedded backend only" in capsys.readouterr().err

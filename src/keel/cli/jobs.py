@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import signal
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -115,21 +118,58 @@ def worker(
 ) -> None:
     """Run background jobs: poll the job table (embedded), or consume jobs.queue (celery)."""
     queue = make_app(config).jobs
+    if burst and queue.backend != "embedded":
+        raise InputError("--burst works with the embedded backend only",
+                         hint="a Celery worker runs until it is stopped (SIGTERM or Ctrl-C)")
     queue.check()
-    stop = threading.Event()
     if queue.backend == "embedded":
-        def _stop(signum: int, _frame: Any) -> None:
-            err_console.print("stopping after the running job(s); send it again to quit now")
-            stop.set()
-            signal.signal(signum, signal.SIG_DFL)
-
-        signal.signal(signal.SIGTERM, _stop)
-        signal.signal(signal.SIGINT, _stop)
+        threads = max(1, concurrency or queue.settings.workers)
         err_console.print(f"keel worker: {queue.store.engine.url.render_as_string(hide_password=True)}, "
-                          f"{max(1, concurrency or queue.settings.workers)} thread(s)")
-    ran = queue.work(concurrency=concurrency, burst=burst, stop=stop)
+                          f"{threads} thread(s)", markup=False, highlight=False)
+    # Celery handles its own signals
+    with _job_outcomes_logged(), _graceful_stop(enabled=queue.backend == "embedded") as stop:
+        ran = queue.work(concurrency=concurrency, burst=burst, stop=stop)
     if as_json:
         print_json({"backend": queue.backend, "jobs": ran})
+
+
+@contextlib.contextmanager
+def _graceful_stop(*, enabled: bool) -> Iterator[threading.Event]:
+    """SIGTERM or Ctrl-C sets the event (the running jobs finish); a second one quits at once."""
+    stop = threading.Event()
+    if not enabled:
+        yield stop
+        return
+
+    def _stop(signum: int, _frame: Any) -> None:
+        err_console.print("stopping after the running job(s); send it again to quit now")
+        stop.set()
+        signal.signal(signum, signal.SIG_DFL if signum == signal.SIGTERM else signal.default_int_handler)
+
+    previous = {sig: signal.signal(sig, _stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield stop
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+@contextlib.contextmanager
+def _job_outcomes_logged() -> Iterator[None]:
+    """Each job's outcome on stderr, one line each, while the worker runs."""
+    logger = logging.getLogger("keel.jobs")
+    handler = logging.StreamHandler()
+    handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    level, propagate = logger.level, logger.propagate
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    logger.propagate = False
+    try:
+        yield
+    finally:
+        logger.removeHandler(handler)
+        logger.setLevel(level)
+        logger.propagate = propagate
 
 
 def register(app: typer.Typer) -> None:

@@ -15,12 +15,14 @@ from __future__ import annotations
 import logging
 import socket
 import threading
+import time
 from typing import TYPE_CHECKING, Any
 
 import sqlalchemy as sa
 
 from ..config import JobSettings
 from ..errors import MissingDependency
+from ._db import write
 from ._errors import BrokerUnavailable
 from ._runner import run_claimed, worker_name
 from ._store import JobStore, table
@@ -79,10 +81,6 @@ class CeleryBackend:
         return resend
 
     def _stale_queued(self) -> list[str]:
-        import time
-
-        from ._db import write
-
         now = time.time()
         stale = sa.and_(table.c.status == "queued", table.c.run_after < now - self.settings.lease_s)
         with self.store.engine.connect() as conn:
