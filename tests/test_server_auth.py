@@ -207,3 +207,19 @@ def test_serve_on_a_network_address_without_keys_refuses_with_what_to_do(keel_ho
                           capture_output=True, text=True, timeout=120)
     assert done.returncode == 2, done.stderr
     assert "refusing to serve on 0.0.0.0" in done.stderr and "keel keys create" in done.stderr
+
+
+@pytest.mark.scale
+def test_keys_live_in_the_postgresql_telemetry_database_when_configured(pg_url: str) -> None:
+    from keel.config import load_settings
+
+    store = KeyStore.for_settings(load_settings(telemetry={"database_url": pg_url}))
+    try:
+        record, key = store.create("replica-shared")
+        again = KeyStore.for_settings(load_settings(telemetry={"database_url": pg_url}))  # another replica
+        assert again.verify(key) == record and again.any_active()
+        again.revoke("replica-shared")
+        with pytest.raises(Unauthorized, match="revoked"):
+            store.verify(key)
+    finally:
+        store.engine.dispose()

@@ -13,7 +13,7 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..app import App
-from ..errors import BudgetExceeded, InputError, NotFound
+from ..errors import ApprovalRequired, BudgetExceeded, InputError, NotFound
 from ..graph import Answer
 from ._auth import CallerDep
 from ._schemas import (
@@ -45,10 +45,17 @@ def keel_app(request: Request) -> App:
 
 
 def answer_response(answer: Answer) -> JSONResponse:
-    """200 with the answer; 202 while it waits for a person; a budget refusal is raised (429)."""
-    if isinstance(answer.exception, BudgetExceeded):
-        raise answer.exception
-    return JSONResponse(answer.to_dict(), status_code=202 if answer.status == "pending_approval" else 200)
+    """200 with the answer; 202 while it waits for a person; a budget refusal is raised (429).
+
+    Any other error the run carries (an approval that expired before it was used) is named in
+    the answer's ``error`` field, as the CLI names it in its exit code."""
+    exc = answer.exception
+    if isinstance(exc, BudgetExceeded):
+        raise exc
+    body = answer.to_dict()
+    if exc is not None and not isinstance(exc, ApprovalRequired) and "error" not in body:
+        body["error"] = exc.to_dict()
+    return JSONResponse(body, status_code=202 if answer.status == "pending_approval" else 200)
 
 
 _ANSWER_RESPONSES: dict[int | str, dict[str, Any]] = {
@@ -74,7 +81,7 @@ ApprovalId = Annotated[str, Path(min_length=1, max_length=64)]
 
 
 def _approval(app: App, approval_id: str) -> Any:
-    for record in app.approvals():
+    for record in app.approvals():  # the list marks expired approvals as such; a lookup by id does not
         if record.id == approval_id:
             return record
     raise NotFound(f"no approval {approval_id!r}", hint="list them with GET /v1/approvals")
@@ -99,9 +106,7 @@ def get_approval(approval_id: ApprovalId, request: Request, who: CallerDep) -> J
 @router.post("/approvals/{approval_id}/approve", responses={**_ANSWER_RESPONSES, **_errors(404)}, tags=["approvals"])
 def approve(approval_id: ApprovalId, request: Request, who: CallerDep) -> JSONResponse:
     """Approve a paused tool call as the API key's owner; the run resumes and its answer is returned."""
-    app = keel_app(request)
-    _approval(app, approval_id)
-    return answer_response(app.approve(approval_id, by=who.approver))
+    return answer_response(keel_app(request).approve(approval_id, by=who.approver))
 
 
 @router.post("/approvals/{approval_id}/reject", responses={**_ANSWER_RESPONSES, **_errors(404)}, tags=["approvals"])
@@ -112,10 +117,8 @@ def reject(
     body: Annotated[RejectRequest | None, Body()] = None,
 ) -> JSONResponse:
     """Reject a paused tool call (with an optional reason); the run finishes without it."""
-    app = keel_app(request)
-    _approval(app, approval_id)
     reason = body.reason if body is not None else None
-    return answer_response(app.reject(approval_id, by=who.approver, reason=reason))
+    return answer_response(keel_app(request).reject(approval_id, by=who.approver, reason=reason))
 
 
 # -- feedback and traces ----------------------------------------------------------------------------
