@@ -46,7 +46,7 @@ def _show(job: Job, as_json: bool) -> None:
         return
     colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(job.status, "cyan")
     console.print(f"{job.id}  {job.kind}  [{colour}]{job.status}[/]  attempts {job.attempts}/{job.max_attempts}  "
-                  f"created {job.to_dict()['created_at']}")
+                  f"created {job.to_dict()['created_at']}", soft_wrap=True)
     if job.error:
         console.print(f"  [red]{job.error.get('error')}[/]: {job.error.get('message')}", markup=True, highlight=False)
         if job.error.get("hint"):
