@@ -1,8 +1,10 @@
 """`keel eval` end to end on the real embedded model and a real (small) demo knowledge base.
 
 Slow-ish: opt in with ``-m local_model``. The knowledge base holds a dozen topics
-of the demo corpus (the whole reference takes minutes to embed on 2 cores), so
-the smoke cases of the shipped demo dataset run in well under a minute.
+of the demo corpus (the whole reference takes minutes to embed on 2 cores). The
+model runs on one thread and without a re-ask: on 2 cores shared with other
+work, llama.cpp on every core took 215 s for one answer where one thread took
+27 s, and this test is about the harness, not the model.
 """
 
 from __future__ import annotations
@@ -32,7 +34,11 @@ def test_demo_smoke_cases_through_the_cli_on_the_embedded_model(keel_home: Path,
     app.knowledge.ingest_documents(docs, total=len(docs))  # the default kb, as `keel ingest --demo` fills it
     app.knowledge.close()
 
-    env = {"KEEL_HOME": str(keel_home), "PATH": "/usr/bin:/bin", "KEEL_GATEWAY__CACHE__ENABLED": "false"}
+    (tmp_path / "keel.yaml").write_text(
+        "models:\n  local: {provider: local, model: SmolLM2-135M-Instruct, n_threads: 1}\n"
+        "guardrails: {max_reasks: 0}\ngateway: {cache: {enabled: false}}\n"
+    )
+    env = {"KEEL_HOME": str(keel_home), "PATH": "/usr/bin:/bin"}
     exe = Path(sys.executable).with_name("keel")
     run = subprocess.run([exe, "eval", "--demo", "--tags", "smoke", "--k", "3", "--json", "--out", "report.json"],
                          capture_output=True, text=True, env=env, cwd=tmp_path, timeout=240)
@@ -61,7 +67,6 @@ def test_demo_smoke_cases_through_the_cli_on_the_embedded_model(keel_home: Path,
     assert m["latency.p50_ms"] > 0 and m["cost.total_usd"] == 0.0  # the embedded model costs nothing
     assert sum(m["outcomes"].values()) == 3 and m["guardrail.verdicts"].get("blocked") == 1
 
-    # each row's trace opens with `keel traces show`
-    shown = subprocess.run([exe, "traces", "show", kb_row["trace_id"], "--json"], capture_output=True, text=True,
-                           env=env, cwd=tmp_path, timeout=60)
-    assert shown.returncode == 0 and json.loads(shown.stdout)["spans"][0]["name"] == "keel.ask"
+    # each row's trace is in the App's store (what `keel traces show TRACE_ID` reads)
+    roots = App().telemetry.traces.tree(kb_row["trace_id"])
+    assert roots[0].name == "keel.ask" and roots[0].attributes["input.value"] == "What does the assert statement do?"
