@@ -117,3 +117,15 @@ def test_aggregate_means_percentiles_costs_and_distributions() -> None:
     # case 2 expected answered but was refused; case 3 expected refused but answered
     assert (m["status.accuracy"], m["status.false_refusals"], m["status.missed_refusals"]) == (0.5, 1, 1)
     assert m["retrieval.hit@k"] is None and m["answer.f1"] is None and m["judge.score"] is None
+
+
+def test_a_stopped_or_paused_run_fails_unless_the_case_expects_it() -> None:
+    stopped = answer("", status="stopped", error={"error": "budget_exceeded", "message": "budget 'user:u' would be "
+                                                  "exceeded"})
+    row = score_case(EvalCase(id="c", question="q"), stopped)
+    assert (row.passed, row.outcome, row.failures) == (False, "stopped", ["stopped: budget 'user:u' would be exceeded"])
+    assert row.error == {"error": "budget_exceeded", "message": "budget 'user:u' would be exceeded"}
+    paused = answer("Waiting.", status="pending_approval", approval={"id": "a1"})
+    assert score_case(EvalCase(id="c", question="q"), paused).failures == [
+        "pending_approval: waiting for a person's approval"]
+    assert score_case(EvalCase(id="c", question="q", expected_status="pending_approval"), paused).passed

@@ -11,7 +11,9 @@ Per case (each only when the case carries the expectation):
 - retrieval: the answer's sources in their order, matched against
   ``expected_sources`` by uri, document id or chunk id: ``hit@k``,
   ``recall@k`` and reciprocal rank (0 when none of the first k matches).
-- route, status: equality with ``expected_route`` / ``expected_status``.
+- route, status: equality with ``expected_route`` / ``expected_status``. A run
+  that stopped (a limit, a budget) or paused for approval fails its case
+  unless the case expects exactly that.
 - not_rejected: the new answer's token F1 with a down-voted answer stays
   below ``REJECTED_F1`` (it is not the same answer again).
 
@@ -243,6 +245,9 @@ def score_case(case: EvalCase, answer: dict[str, Any] | None, *, k: int = 5, f1_
         scores["status"] = float(result.outcome == case.expected_status)
         if not scores["status"]:
             failures.append(f"{result.outcome} (expected {case.expected_status})")
+    if case.expected_status is None and result.outcome in ("stopped", "pending_approval"):
+        why = (result.error or {}).get("message") or "waiting for a person's approval"
+        failures.append(f"{result.outcome}: {why}")
     if case.rejected_answer is not None:
         same = token_f1(text, case.rejected_answer) >= REJECTED_F1
         scores["not_rejected"] = float(not same)
