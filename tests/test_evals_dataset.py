@@ -127,3 +127,10 @@ def test_the_shipped_demo_dataset_points_at_real_demo_documents() -> None:
     statuses = {c.expected_status for c in data.cases}
     assert {"answered", "refused", "blocked"} <= statuses
     assert len(data.select(tags=["smoke"])) == 3
+
+
+def test_the_evals_package_exports_a_sorted_importable_all() -> None:
+    import keel.evals
+
+    assert keel.evals.__all__ == sorted(keel.evals.__all__)
+    assert all(getattr(keel.evals, name) is not None for name in keel.evals.__all__)

@@ -20,14 +20,14 @@ from .report import REPORT_FORMAT, build_report, load_report, render_report, sav
 from .runner import RunOptions, run_cases
 
 __all__ = [
+    "CaseResult",
     "DEFAULT_MAX_DROP",
     "DEMO_DATASET",
-    "EXIT_REGRESSION",
-    "REPORT_FORMAT",
-    "CaseResult",
     "Dataset",
+    "EXIT_REGRESSION",
     "EvalCase",
     "Gate",
+    "REPORT_FORMAT",
     "RunOptions",
     "aggregate",
     "build_report",
