@@ -162,6 +162,14 @@ def test_concurrency_runs_cases_at_once_but_never_more_than_asked(tmp_path: Path
     assert peak == 3
 
 
+def test_the_app_answers_cases_concurrently(tmp_path: Path) -> None:
+    file = tmp_path / "many.jsonl"
+    file.write_text("".join(json.dumps({**c, "id": f"{c['id']}-{i}"}) + "\n" for i in range(3) for c in CASES))
+    report = evaluate(make_app(), load_dataset(file), options=RunOptions(kb="default", concurrency=3))
+    assert report["metrics"]["pass_rate"] == 1.0 and report["run"]["concurrency"] == 3
+    assert len({r["trace_id"] for r in report["cases"]}) == 12  # one trace per case, none shared
+
+
 def test_the_judge_is_off_by_default_and_marked_when_on(dataset_file: Path) -> None:
     app = make_app()
     provider = app.providers["scripted"]
