@@ -15,7 +15,7 @@ from pydantic import BaseModel
 
 from .config import Settings, load_settings
 from .models.base import Provider
-from .models.cache import SQLiteCache
+from .models.cache import build_cache
 from .models.gateway import BudgetHook, Gateway
 from .models.registry import build_providers
 from .structured import ExtractResult, OutputSchema, extract
@@ -52,9 +52,8 @@ class App:
 
     @functools.cached_property
     def gateway(self) -> Gateway:
-        cache = None
-        if self.settings.gateway.cache.enabled:
-            cache = SQLiteCache(self.data_dir / "cache.sqlite3", ttl_s=self.settings.gateway.cache.ttl_s)
+        """Every model call goes through it; its response cache is ``gateway.cache.backend``."""
+        cache = build_cache(self.settings.gateway.cache, self.data_dir)
         gateway = Gateway.from_settings(self.settings, self.providers, cache=cache, budget=self.budget)
         return self.telemetry.attach(gateway)
 

@@ -1,23 +1,34 @@
 """Exact-match response cache for deterministic (temperature 0) calls.
 
 The key is a hash of model + messages + parameters (``ChatRequest.cache_key``).
-The embedded default keeps entries in SQLite under the data directory; scale
-mode points the same interface at Redis.
+``gateway.cache.backend`` chooses where entries live (:func:`build_cache`): SQLite
+under the data directory (the embedded default), Redis (shared by every replica
+and worker in scale mode) or this process's memory.
+
+A cache only saves calls: when Redis cannot be reached, a lookup is a miss and a
+store is skipped (logged once per outage), and the model answers as usual.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 import sqlite3
 import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
+from ..errors import ConfigError, MissingDependency
 from .base import ChatResponse, ToolCall, Usage
 
-__all__ = ["MemoryCache", "RedisCache", "ResponseCache", "SQLiteCache"]
+if TYPE_CHECKING:
+    from ..config import CacheSettings
+
+__all__ = ["MemoryCache", "RedisCache", "ResponseCache", "SQLiteCache", "build_cache"]
+
+log = logging.getLogger(__name__)
 
 
 class ResponseCache(Protocol):
@@ -82,19 +93,54 @@ class SQLiteCache:
 
 
 class RedisCache:
-    """The same cache on Redis, shared by every replica and worker."""
+    """The same cache on Redis, shared by every replica and worker; entries expire after ``ttl_s``."""
 
     def __init__(self, url: str, ttl_s: float | None = None, prefix: str = "keel:cache:") -> None:
-        import redis  # scale extra
-
-        self._redis = redis.Redis.from_url(url)
+        try:
+            import redis
+        except ModuleNotFoundError:
+            raise MissingDependency("the Redis client", "scale") from None
+        try:
+            self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
+        except ValueError as exc:
+            raise ConfigError(
+                f"gateway.cache.redis_url {url!r} is not a Redis URL: {exc}",
+                hint="use e.g. redis://127.0.0.1:6379/0",
+            ) from None
+        self._errors = redis.RedisError
+        self.url = url
         self.ttl_s = ttl_s
         self.prefix = prefix
+        self._down = False
+
+    def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            result = fn(*args, **kwargs)
+        except self._errors as exc:
+            if not self._down:
+                log.warning("response cache at %s unavailable, calling models uncached: %s", self.url, exc)
+            self._down = True
+            return None
+        if self._down:
+            log.warning("response cache at %s is back", self.url)
+        self._down = False
+        return result
 
     def get(self, key: str) -> ChatResponse | None:
-        blob = self._redis.get(self.prefix + key)
+        blob = self._call(self._redis.get, self.prefix + key)
         return _load(blob.decode()) if blob else None
 
     def put(self, key: str, response: ChatResponse) -> None:
-        ttl = int(self.ttl_s) if self.ttl_s else None
-        self._redis.set(self.prefix + key, _dump(response), ex=ttl)
+        ttl = max(1, int(self.ttl_s)) if self.ttl_s else None
+        self._call(self._redis.set, self.prefix + key, _dump(response), ex=ttl)
+
+
+def build_cache(settings: CacheSettings, data_dir: Path) -> ResponseCache | None:
+    """The response cache ``gateway.cache`` describes, or None when it is disabled."""
+    if not settings.enabled:
+        return None
+    if settings.backend == "redis":
+        return RedisCache(settings.redis_url, ttl_s=settings.ttl_s, prefix=settings.key_prefix)
+    if settings.backend == "memory":
+        return MemoryCache()
+    return SQLiteCache(data_dir / "cache.sqlite3", ttl_s=settings.ttl_s)

@@ -8,8 +8,11 @@ stored arguments and the call the run is about to make. Consuming is one
 conditional UPDATE, so a replay finds it already ``used``. Nothing a model or a
 document says can approve anything: only :meth:`ApprovalStore.decide` does.
 
-Stored with SQLAlchemy Core: SQLite under the data directory by default, any
-database URL (PostgreSQL in scale mode) with the same table.
+Stored with SQLAlchemy Core: SQLite under the data directory by default, or the
+``state.database_url`` database (PostgreSQL in scale mode) with the same table,
+so an approval asked on one API replica can be listed, decided and used on
+another. Every state change is one conditional UPDATE, so two replicas (or two
+people) racing to decide or use the same approval cannot both succeed.
 """
 
 from __future__ import annotations
@@ -17,15 +20,18 @@ from __future__ import annotations
 import datetime as dt
 import json
 import secrets
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError, MissingDependency, RunError
 from .registry import args_hash
 
-__all__ = ["Approval", "ApprovalInvalid", "ApprovalNotFound", "ApprovalStore"]
+__all__ = ["Approval", "ApprovalInvalid", "ApprovalNotFound", "ApprovalStore", "StateUnavailable", "redacted"]
 
 Status = Literal["pending", "approved", "rejected", "expired", "used"]
 
@@ -46,6 +52,17 @@ _table = sa.Table(
     sa.Column("decided_at", sa.Float),
     sa.Column("reason", sa.Text),
 )
+
+
+#: pg_advisory_xact_lock key that serialises creating the table when replicas start together
+_SETUP_LOCK = 0x6B65656C_61707072  # "keelappr"
+
+
+class StateUnavailable(RunError):
+    """The database that holds paused runs and approvals (``state.database_url``) cannot be reached (HTTP 503)."""
+
+    http_status = 503
+    code = "state_unavailable"
 
 
 class ApprovalInvalid(InputError):
@@ -95,18 +112,69 @@ def _now() -> float:
     return dt.datetime.now(dt.UTC).timestamp()
 
 
+def redacted(url: str | sa.engine.URL) -> str:
+    """A database URL fit for a message: the password hidden."""
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except sa.exc.ArgumentError:
+        return "(not a database URL)"
+
+
+def _engine(url: str) -> sa.engine.Engine:
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(
+            f"state.database_url {url!r} is not a database URL",
+            hint="use sqlite:///path/file.sqlite3 or postgresql+psycopg://user@host/db",
+        ) from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        if parsed.database and parsed.database != ":memory:":
+            Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+        return sa.create_engine(parsed, connect_args={"timeout": 30})
+    if backend == "postgresql":
+        try:
+            return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
+        except ModuleNotFoundError:
+            raise MissingDependency("the PostgreSQL driver (psycopg)", "scale") from None
+    raise ConfigError(f"approvals cannot be stored in {backend!r}", hint="use sqlite or postgresql")
+
+
 class ApprovalStore:
     def __init__(self, url: str, *, clock: Any = _now) -> None:
-        self.engine = sa.create_engine(url)
+        self.engine = _engine(url)
         self._clock = clock
-        _metadata.create_all(self.engine)
+        with self._begin() as conn:
+            if conn.dialect.name == "postgresql":  # replicas starting together would race to create it
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:k)"), {"k": _SETUP_LOCK})
+            _metadata.create_all(conn)
 
     @classmethod
     def sqlite(cls, path: Any, **kwargs: Any) -> ApprovalStore:
-        from pathlib import Path
-
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
         return cls(f"sqlite:///{path}", **kwargs)
+
+    @contextmanager
+    def _translated(self) -> Iterator[None]:
+        """Database errors leave as StateUnavailable, saying which database and what to do."""
+        try:
+            yield
+        except (sa.exc.OperationalError, sa.exc.InterfaceError) as exc:
+            raise StateUnavailable(
+                f"the approvals database {redacted(self.engine.url)} cannot be used: {exc.orig}",
+                hint="start the database or fix state.database_url (default: telemetry.database_url when it is "
+                "PostgreSQL); paused runs cannot be listed or resumed until then",
+            ) from None
+
+    @contextmanager
+    def _begin(self) -> Iterator[sa.Connection]:
+        with self._translated(), self.engine.begin() as conn:
+            yield conn
+
+    @contextmanager
+    def _connect(self) -> Iterator[sa.Connection]:
+        with self._translated(), self.engine.connect() as conn:
+            yield conn
 
     def create(self, *, run_id: str, tool: str, args: dict[str, Any], requester: str, ttl_s: float) -> Approval:
         now = self._clock()
@@ -121,12 +189,12 @@ class ApprovalStore:
             "expires_at": now + ttl_s,
             "status": "pending",
         }
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             conn.execute(_table.insert().values(**row))
         return self._approval(row)
 
     def get(self, approval_id: str) -> Approval:
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             row = conn.execute(_table.select().where(_table.c.id == approval_id)).mappings().first()
         if row is None:
             raise ApprovalNotFound(f"no approval {approval_id!r}", hint="see `keel approvals list` for the ids")
@@ -137,12 +205,12 @@ class ApprovalStore:
         query = _table.select().order_by(_table.c.created_at)
         if status is not None:
             query = query.where(_table.c.status == status)
-        with self.engine.connect() as conn:
+        with self._connect() as conn:
             return [self._approval(dict(r)) for r in conn.execute(query).mappings()]
 
     def expire_due(self) -> int:
         """Mark pending approvals past their expiry as expired (expiry counts as rejection)."""
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             result = conn.execute(
                 _table.update()
                 .where(_table.c.status == "pending", _table.c.expires_at <= self._clock())
@@ -151,30 +219,33 @@ class ApprovalStore:
         return result.rowcount
 
     def decide(self, approval_id: str, *, approve: bool, approver: str, reason: str | None = None) -> Approval:
-        """A person's decision. Only a pending, unexpired approval can be decided, once."""
+        """A person's decision. Only a pending, unexpired approval can be decided, once.
+
+        The decision is one conditional UPDATE (still pending, not yet expired), so when two
+        people or two replicas decide at the same moment exactly one wins; the other is told
+        who did. An approval that expired is returned as ``expired`` (expiry counts as rejection).
+        """
         if not approver.strip():
             raise InputError("an approval decision needs the approver's name", hint="pass --by NAME")
         self.expire_due()
-        current = self.get(approval_id)
-        if current.status == "expired":
-            return current
-        if current.status != "pending":
-            raise ApprovalInvalid(
-                f"approval {approval_id} is already {current.status}",
-                hint="an approval can be decided once; ask again to get a new one",
-            )
+        now = self._clock()
         status = "approved" if approve else "rejected"
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             done = conn.execute(
                 _table.update()
-                .where(_table.c.id == approval_id, _table.c.status == "pending")
-                .values(status=status, decided_by=approver, decided_at=self._clock(), reason=reason)
+                .where(_table.c.id == approval_id, _table.c.status == "pending", _table.c.expires_at > now)
+                .values(status=status, decided_by=approver, decided_at=now, reason=reason)
             ).rowcount
         if done != 1:
-            raise ApprovalInvalid(
-                f"approval {approval_id} was decided by someone else meanwhile", hint="see `keel approvals list`"
-            )
-        return self.get(approval_id)
+            self.expire_due()  # a pending approval the UPDATE skipped is past its expiry
+        current = self.get(approval_id)
+        if done == 1 or current.status == "expired":
+            return current
+        by = f" by {current.decided_by}" if current.decided_by else ""
+        raise ApprovalInvalid(
+            f"approval {approval_id} is already {current.status}{by}",
+            hint="an approval can be decided once; ask again to get a new one",
+        )
 
     def consume(self, approval_id: str, *, tool: str, args: dict[str, Any]) -> Approval:
         """Use an approved approval for exactly this call, once. Raises ApprovalInvalid otherwise."""
@@ -190,7 +261,7 @@ class ApprovalStore:
                 f"approval {approval_id} is {record.status}, not approved",
                 hint="an approval works once; ask again to get a new one",
             )
-        with self.engine.begin() as conn:
+        with self._begin() as conn:
             done = conn.execute(
                 _table.update()
                 .where(
