@@ -94,27 +94,30 @@ def _scores(scores: dict[str, float]) -> str:
     return " ".join(f"{label} {scores[key]:.2g}" for key, label in short.items() if key in scores) or "-"
 
 
-def _case_table(report: dict[str, Any]) -> Table:
-    table = Table("case", "ok", "outcome", "route", "scores", "ms",
-                  title=f"{report['dataset']['name']}: {report['dataset']['cases']} cases", title_justify="left")
-    table.add_column("trace id", no_wrap=True, min_width=32)  # what `keel traces show` takes
+def _case_table(report: dict[str, Any], wide: bool) -> Table:
+    """One row per case; the trace id under the case id (what `keel traces show` takes), scores when wide."""
+    table = Table(title=f"{report['dataset']['name']}: {report['dataset']['cases']} cases", title_justify="left")
+    table.add_column("case / trace id", no_wrap=True, min_width=32)
+    for name in ("ok", "outcome", "route", "ms"):
+        table.add_column(name, no_wrap=name != "outcome", justify="right" if name == "ms" else "left")
+    if wide:
+        table.add_column("scores")
     for row in report["cases"]:
         verdict = f" ({row['verdict']})" if row["verdict"] and row["verdict"] != row["outcome"] else ""
-        table.add_row(
-            escape(row["id"]),
+        cells = [
+            f"{escape(row['id'])}\n[dim]{row['trace_id'] or '-'}[/]",
             "[green]pass[/]" if row["passed"] else "[red]FAIL[/]",
             row["outcome"] + verdict,
             row["route"] or "-",
-            _scores(row["scores"]),
             f"{row['latency_ms']:.0f}",
-            row["trace_id"] or "-",
-        )
+        ]
+        table.add_row(*cells, *([_scores(row["scores"])] if wide else []))
     return table
 
 
 def render_report(report: dict[str, Any], console: Console) -> None:
     """The per-case table, the failures, the metrics and (if checked) the gate."""
-    console.print(_case_table(report))
+    console.print(_case_table(report, wide=console.width >= 110))
     for row in report["cases"]:
         if row["failures"]:
             trace = f"  (keel traces show {row['trace_id']})" if row["trace_id"] else ""
@@ -125,7 +128,7 @@ def render_report(report: dict[str, Any], console: Console) -> None:
     for name, value in m.items():
         if name in ("cases", "passed", "errors") or value is None:
             continue
-        console.print(f"  {name:<24} {_fmt(value, name)}", highlight=False, markup=False)
+        console.print(f"  {name:<24} {_fmt(value, name)}", highlight=False, markup=False, soft_wrap=True)
     gate = report.get("gate")
     if gate:
         render_gate(gate, console)
