@@ -39,6 +39,7 @@ __all__ = [
     "ModelConfig",
     "RouterSettings",
     "Settings",
+    "StateSettings",
     "ToolOverride",
     "ToolSettings",
     "TelemetrySettings",
@@ -99,8 +100,16 @@ class BreakerSettings(_Strict):
 
 
 class CacheSettings(_Strict):
+    """The gateway's exact-match response cache (temperature 0 calls only)."""
+
     enabled: bool = True
     ttl_s: float | None = 7 * 24 * 3600.0
+    #: sqlite: <home>/cache.sqlite3 (one machine); redis: shared by every replica; memory: this process only
+    backend: Literal["sqlite", "redis", "memory"] = "sqlite"
+    #: redis only
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    #: redis only: every entry's key starts with this (several apps can share one Redis)
+    key_prefix: str = "keel:cache:"
 
 
 class GatewaySettings(_Strict):
@@ -193,6 +202,18 @@ class BudgetSettings(_Strict):
                  ("tenant", self.tenant_usd)]
         extra = [BudgetLimit(scope=s, usd=v) for s, v in short if v is not None]  # type: ignore[arg-type]
         return [*self.limits, *extra]
+
+
+class StateSettings(_Strict):
+    """Where a run's state lives: LangGraph checkpoints (paused runs, session history) and tool approvals.
+
+    API replicas that share this database share paused runs and conversations: an approval asked
+    on one replica can be decided, and its run resumed, on another.
+    """
+
+    #: SQLAlchemy URL (postgresql+psycopg://... or sqlite:///file). None: telemetry.database_url
+    #: when that is PostgreSQL, else SQLite files under the data dir (checkpoints.sqlite3, approvals.sqlite3)
+    database_url: str | None = None
 
 
 class LimitSettings(_Strict):
@@ -371,6 +392,7 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # file values arrive through init kwargs at lowest priority via load_settings
         return (env_settings, init_settings)
+    state: StateSettings = StateSettings()
 
     @property
     def data_dir(self) -> Path:

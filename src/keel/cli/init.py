@@ -45,6 +45,7 @@ gateway:
     reset_timeout_s: 30
   cache:
     enabled: true              # exact-match cache, temperature 0 only
+    backend: sqlite            # or redis (shared by every replica): redis_url: redis://127.0.0.1:6379/0; or memory
 
 structured:
   max_reasks: 2                # re-asks after invalid or unsupported output
@@ -97,6 +98,10 @@ telemetry:
   audit:
     enabled: true
     store_text: true           # false keeps hashes of question and answer text only
+
+state:                         # paused runs (checkpoints), session history and tool approvals
+  database_url: null           # null: telemetry.database_url if PostgreSQL, else SQLite under home
+  # database_url: postgresql+psycopg://user@host/keel   # shared by every API replica
 
 budgets:
   backend: sqlite              # or redis (shared by every replica): redis_url: redis://127.0.0.1:6379/0
