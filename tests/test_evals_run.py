@@ -334,3 +334,21 @@ def test_a_failing_gate_exits_9_from_a_real_process(tmp_path: Path) -> None:
     assert "[2/2] wrong FAIL blocked" in out.stderr  # one progress line per case when stderr is not a terminal
     report = json.loads((tmp_path / "r.json").read_text())
     assert report["gate"]["ok"] is False and report["metrics"]["outcomes"] == {"blocked": 2}
+
+
+def test_a_down_voted_answer_exported_by_feedback_becomes_a_failing_case(tmp_path: Path) -> None:
+    """The loop the seed asks for: thumbs down -> `keel curation evals` -> `keel eval` catches the same answer."""
+    app = make_app()
+    question = "What do assert statements insert into a program?"
+    asked = app.ask(question, kb="default")
+    app.telemetry.flush()
+    app.telemetry.feedback.record(asked.trace_id, "down", comment="too terse")
+    file = tmp_path / "down.jsonl"
+    with file.open("w") as fh:
+        assert app.telemetry.feedback.export_eval_cases(fh) == 1
+    [case] = load_dataset(file).cases
+    assert (case.question, case.rejected_answer, case.comment) == (question, asked.answer, "too terse")
+    report = evaluate(app, load_dataset(file), options=RunOptions(kb="default"))
+    [row] = report["cases"]
+    assert not row["passed"] and row["failures"] == ["gave the down-voted answer again"]
+    assert report["metrics"]["answer.not_rejected"] == 0.0

@@ -36,8 +36,6 @@ from ..evals.gate import ensure_same_cases
 from ..evals.runner import OnResult
 from ._common import ConfigOption, JsonOption, console, err_console, make_app, print_json
 
-Many = Annotated[list[str] | None, typer.Option()]
-
 
 @contextmanager
 def _progress(total: int) -> Iterator[OnResult]:
@@ -81,7 +79,8 @@ def register(app: typer.Typer) -> None:
         timeout: Annotated[float, typer.Option("--timeout", min=0.001,
                            help="seconds a case may take before it fails as timed out")] = 300.0,
         k: Annotated[int, typer.Option("--k", min=1, help="sources counted for hit@k, recall@k and MRR")] = 5,
-        kb: Annotated[str | None, typer.Option("--kb", help="knowledge base for cases that name none")] = None,
+        kb: Annotated[str | None, typer.Option("--kb", help="knowledge base for cases that name none "
+                  "(a named one routes them down the fast path with retrieval)")] = None,
         f1_threshold: Annotated[float, typer.Option("--f1-threshold", min=0, max=1,
                                 help="token F1 at which an answer matches expected_answer")] = 0.5,
         judge: Annotated[bool, typer.Option("--judge", help="also grade answers with an LLM judge (role judge, "
