@@ -253,6 +253,9 @@ def test_absolute_gates_with_min_and_max(monkeypatch: pytest.MonkeyPatch, datase
 def test_gate_options_are_checked_before_anything_runs(monkeypatch: pytest.MonkeyPatch, dataset_file: Path) -> None:
     typo = invoke(monkeypatch, make_app(), str(dataset_file), "--min", "retreival.hit@k=1")
     assert isinstance(typo.exception, InputError) and "unknown metric 'retreival.hit@k'" in str(typo.exception)
+    wrong_way = invoke(monkeypatch, make_app(), str(dataset_file), "--baseline", "b.json", "--max-drop",
+                       "latency.p95_ms=100")
+    assert isinstance(wrong_way.exception, InputError) and "--max-drop: unknown metric" in str(wrong_way.exception)
     lonely = invoke(monkeypatch, make_app(), str(dataset_file), "--max-drop", "0.1")
     assert isinstance(lonely.exception, InputError) and "baseline" in str(lonely.exception)
 

@@ -32,7 +32,7 @@ from ..evals import (
     resolve_dataset,
     save_report,
 )
-from ..evals.gate import ensure_same_cases
+from ..evals.gate import DROP_METRICS, INCREASE_METRICS, ensure_same_cases
 from ..evals.runner import OnResult
 from ._common import ConfigOption, JsonOption, console, err_console, make_app, print_json
 
@@ -110,8 +110,8 @@ def register(app: typer.Typer) -> None:
         wanted = [t.strip() for raw in tags or [] for t in raw.split(",") if t.strip()]
         cases = data.select(tags=wanted, limit=limit)
         names = _metric_names()
-        drops = parse_limits(max_drop or [], "--max-drop", metrics=names, allow_default=True)
-        rises = parse_limits(max_increase or [], "--max-increase", metrics=names, allow_default=True)
+        drops = parse_limits(max_drop or [], "--max-drop", metrics=list(DROP_METRICS), allow_default=True)
+        rises = parse_limits(max_increase or [], "--max-increase", metrics=list(INCREASE_METRICS), allow_default=True)
         floors = parse_limits(minimum or [], "--min", metrics=names, allow_default=False)
         ceilings = parse_limits(maximum or [], "--max", metrics=names, allow_default=False)
         if (drops or rises) and baseline is None:

@@ -23,13 +23,25 @@ from typing import Any
 from ..errors import InputError
 from .metrics import HIGHER_IS_BETTER, LOWER_IS_BETTER
 
-__all__ = ["DEFAULT_MAX_DROP", "EXIT_REGRESSION", "Gate", "check_gate", "ensure_same_cases", "parse_limits"]
+__all__ = [
+    "DEFAULT_MAX_DROP",
+    "DROP_METRICS",
+    "EXIT_REGRESSION",
+    "Gate",
+    "INCREASE_METRICS",
+    "check_gate",
+    "ensure_same_cases",
+    "parse_limits",
+]
 
 #: ``keel eval`` exits with this when a gate fails (1 is a run error, 2 a usage error)
 EXIT_REGRESSION = 9
 DEFAULT_MAX_DROP = 0.05
 _RATES_UP = ("error_rate",)  # lower is better, gated by an absolute rise like a score's drop
 _RELATIVE = tuple(m for m in LOWER_IS_BETTER if m not in _RATES_UP and not m.startswith("status."))
+#: what --max-drop and --max-increase may name
+DROP_METRICS = (*HIGHER_IS_BETTER, *_RATES_UP)
+INCREASE_METRICS = _RELATIVE
 
 
 @dataclass
