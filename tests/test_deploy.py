@@ -189,6 +189,17 @@ def test_compose_keel_variables_load_into_settings(monkeypatch: pytest.MonkeyPat
             "celery", "redis", "server")
         assert settings.telemetry.database_url == "postgresql+psycopg://keel:keel@postgres:5432/keel"
         assert settings.server.auth == "required"
+        _assert_request_state_is_shared(settings)
+
+
+def _assert_request_state_is_shared(settings: Settings) -> None:
+    """Approvals and checkpoints in the PostgreSQL database, the response cache in Redis: replicas
+    need no shared volume for a paused run or a conversation."""
+    from keel.graph.factory import state_database_url
+
+    url = state_database_url(settings)
+    assert url is not None and url == settings.telemetry.database_url and url.startswith("postgresql+psycopg://")
+    assert settings.gateway.cache.backend == "redis" and settings.gateway.cache.redis_url.startswith("redis://")
 
 
 def test_compose_addresses_point_at_its_own_services() -> None:
@@ -197,8 +208,11 @@ def test_compose_addresses_point_at_its_own_services() -> None:
     assert env["KEEL_KNOWLEDGE__SERVER_HOST"] == "chroma"
     chroma = services["chroma"]["command"]
     assert chroma[:2] == ["chroma", "run"] and chroma[chroma.index("--port") + 1] == env["KEEL_KNOWLEDGE__SERVER_PORT"]
-    for var in ("KEEL_JOBS__BROKER_URL", "KEEL_JOBS__RESULT_BACKEND", "KEEL_BUDGETS__REDIS_URL"):
+    redis_vars = ("KEEL_JOBS__BROKER_URL", "KEEL_JOBS__RESULT_BACKEND", "KEEL_BUDGETS__REDIS_URL",
+                  "KEEL_GATEWAY__CACHE__REDIS_URL")
+    for var in redis_vars:
         assert env[var].startswith("redis://redis:6379/"), var
+    assert len({env[var] for var in redis_vars}) == len(redis_vars)  # a Redis database each
     assert "@postgres:5432/" in env["KEEL_TELEMETRY__DATABASE_URL"]
     pg = services["postgres"]["environment"]
     assert env["KEEL_TELEMETRY__DATABASE_URL"].endswith(f"/{pg['POSTGRES_DB']}")
@@ -257,6 +271,7 @@ def test_chart_environment_loads_into_settings(monkeypatch: pytest.MonkeyPatch, 
                    if s["name"].startswith("KEEL_")}
     settings = load_with_env(monkeypatch, {**env, **secret_vars}, path)
     assert settings.server.port == vals["api"]["port"] and settings.jobs.backend == "celery"
+    _assert_request_state_is_shared(settings)
 
 
 def test_chart_secret_refs_cover_every_models_api_key_env() -> None:

@@ -340,3 +340,19 @@ def test_redis_budgets_settle_a_free_models_call(tmp_path: Path, pg_url: str, re
         if made:
             client.delete(*made)
         client.close()
+
+
+def test_docs_scale_md_settings_are_real(tmp_path: Path) -> None:
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "docs" / "scale.md").read_text()
+    [block] = re.findall(r"```yaml\n(.*?)```", text, re.S)
+    (tmp_path / "keel.yaml").write_text(block)
+    settings = load_settings(tmp_path / "keel.yaml")
+    assert state_database_url(settings) == settings.telemetry.database_url
+    assert (settings.gateway.cache.backend, settings.budgets.backend) == ("redis", "redis")
+    for var in set(re.findall(r"KEEL_[A-Z_]+", text)):  # every variable it names is a setting
+        obj: Any = settings
+        for part in var.removeprefix("KEEL_").lower().split("__"):
+            assert hasattr(obj, part), var
+            obj = getattr(obj, part)

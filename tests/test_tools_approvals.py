@@ -104,3 +104,35 @@ def test_unknown_id_and_anonymous_decisions_are_refused(store: ApprovalStore) ->
 
 def test_hash_is_canonical() -> None:
     assert args_hash("t", {"a": 1, "b": 2}) == args_hash("t", {"b": 2, "a": 1}) != args_hash("t", {"a": 1})
+
+
+def test_deciding_an_unknown_id_is_not_found(store: ApprovalStore) -> None:
+    from keel.tools.approvals import ApprovalNotFound
+
+    with pytest.raises(ApprovalNotFound, match="no approval 'apr_nope'"):
+        store.decide("apr_nope", approve=True, approver="boss")
+
+
+def test_two_stores_on_one_file_decide_once_and_name_the_winner(tmp_path: Path, clock: Clock) -> None:
+    import threading
+
+    stores = [ApprovalStore.sqlite(tmp_path / "shared.sqlite3", clock=clock) for _ in range(2)]
+    a = stores[0].create(run_id="r1", tool="delete_file", args=ARGS, requester="ann", ttl_s=60)
+    start = threading.Barrier(6)
+    outcomes: list[str] = []
+
+    def decide(n: int) -> None:
+        start.wait()
+        try:
+            stores[n % 2].decide(a.id, approve=True, approver=f"p{n}")
+            outcomes.append("won")
+        except ApprovalInvalid as exc:
+            outcomes.append(exc.message)
+
+    threads = [threading.Thread(target=decide, args=(n,)) for n in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    winner = stores[1].get(a.id).decided_by
+    assert sorted(outcomes) == sorted(["won"] + [f"approval {a.id} is already approved by {winner}"] * 5)
