@@ -115,10 +115,12 @@ def test_every_v1_route_and_metrics_need_the_key_but_probes_and_ui_do_not(worksp
 
 def test_the_key_name_is_the_user_and_the_approver(workspace: Path, keys: KeyStore) -> None:
     _, key = keys.create("ann")
+    _, backend = keys.create("backend", act_as_any=True)  # may name its own users (tests/test_server_identity.py)
     app = scripted_app()
     with TestClient(create_app(app, keys=keys), headers=_auth(key)) as client:
         mine = client.post("/v1/ask", json={"question": "What is Python?"}).json()["trace_id"]
-        theirs = client.post("/v1/ask", json={"question": "What is Python?", "user": "end-user-7"}).json()
+        theirs = client.post("/v1/ask", json={"question": "What is Python?", "user": "end-user-7"},
+                             headers=_auth(backend)).json()
         assert client.get(f"/v1/traces/{mine}").json()["spans"][0]["attributes"]["user.id"] == "ann"
         assert client.get(f"/v1/traces/{theirs['trace_id']}").json()["spans"][0]["attributes"]["user.id"] == (
             "end-user-7")

@@ -56,7 +56,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     (root / "keel.yaml").write_text(KEEL_YAML)
     home = root / "home"
     env = {**os.environ, "KEEL_HOME": str(home), "KEEL_CONFIG": str(root / "keel.yaml")}
-    _, key = KeyStore(f"sqlite:///{home / 'keys.sqlite3'}").create("ann")
+    _, key = KeyStore(f"sqlite:///{home / 'keys.sqlite3'}").create("ann", act_as_any=True)  # names end users
     port = _free_port()
     proc = subprocess.Popen(
         [sys.executable, "-m", "keel", "serve", "--port", str(port), "--log-level", "warning"],

@@ -272,7 +272,7 @@ def test_errors_show_code_message_and_hint(page: Page) -> None:
     expect(error.locator("code")).to_have_text("input_error", timeout=30_000)
     expect(error).to_contain_text("HTTP 422")
     expect(error.locator(".error-message")).to_contain_text("kb")
-    expect(error.locator(".error-hint")).to_contain_text("What to do: see /docs")
+    expect(error.locator(".error-hint")).to_contain_text("What to do: see /openapi.json")
     assert page.locator("#answer").is_hidden()
     # the next good question clears it
     ask(page, "When was Pelican Point lighthouse built?")

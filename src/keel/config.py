@@ -313,6 +313,16 @@ class KnowledgeSettings(_Strict):
         return v
 
 
+class RateLimitSettings(_Strict):
+    """Requests per minute per API key (per client address when no key is sent), on ``/v1`` routes."""
+
+    #: 0: no limit
+    per_minute: int = Field(0, ge=0)
+    #: sqlite: counters in <home>/ratelimits.sqlite3 (one machine); redis: shared by every replica
+    backend: Literal["sqlite", "redis"] = "sqlite"
+    redis_url: str = "redis://127.0.0.1:6379/0"
+
+
 class ServerSettings(_Strict):
     """``keel serve``: the HTTP API, OpenAI-compatible endpoint and web UI."""
 
@@ -324,6 +334,17 @@ class ServerSettings(_Strict):
     #: requests larger than this are refused with 413
     max_body_kb: int = Field(256, ge=1)
     ui: bool = True
+    rate_limit: RateLimitSettings = Field(default_factory=RateLimitSettings)
+    #: a request that runs the graph answers 504 after this long; None: limits.max_wall_s + 30
+    request_timeout_s: float | None = Field(None, gt=0)
+    #: on SIGTERM, in-flight requests get this long to finish before the process exits
+    shutdown_timeout_s: float = Field(30.0, ge=0)
+    #: uvicorn worker processes; each loads its own App and model (see docs/server.md)
+    workers: int = Field(1, ge=1)
+
+    def timeout_s(self, max_wall_s: float) -> float:
+        """How long a graph-running request may take before 504."""
+        return self.request_timeout_s if self.request_timeout_s is not None else max_wall_s + 30.0
 
 
 class JobSettings(_Strict):

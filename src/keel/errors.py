@@ -13,7 +13,9 @@ translated where they enter keel and never travel further.
     │   ├── SchemaError            a schema cannot be loaded or satisfied     exit 2
     │   ├── InputError             a bad argument, document or question       exit 2
     │   ├── NotFound               no such job, trace, approval or document   exit 2 (HTTP 404)
-    │   └── Unauthorized           no API key, or a revoked or unknown one    exit 2 (HTTP 401)
+    │   ├── Unauthorized           no API key, or a revoked or unknown one    exit 2 (HTTP 401)
+    │   ├── Forbidden              the key may not do that (act for others)   exit 2 (HTTP 403)
+    │   └── RateLimitExceeded      this caller sent too many requests to keel exit 2 (HTTP 429)
     ├── RunError                   the run could not finish                   exit 1
     │   ├── ModelError             a model call failed after retries          exit 3
     │   │   ├── ModelUnavailable   endpoint unreachable / 5xx / timeout
@@ -28,7 +30,8 @@ translated where they enter keel and never travel further.
     │   ├── RetrievalError         the knowledge base could not be read       exit 6
     │   ├── StoreLocked            another process holds the embedded store   exit 6
     │   ├── GuardrailBlocked       an input or output guard stopped the run   exit 7
-    │   └── LimitExceeded          steps, tokens, cost or wall time ran out   exit 8
+    │   ├── LimitExceeded          steps, tokens, cost or wall time ran out   exit 8
+    │   └── RequestTimeout         the server stopped waiting for the answer  exit 1 (HTTP 504)
     └── ApprovalRequired           control flow: a person must approve        exit 10
 """
 
@@ -43,6 +46,7 @@ __all__ = [
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
+    "Forbidden",
     "GuardrailBlocked",
     "InputError",
     "KeelError",
@@ -54,7 +58,9 @@ __all__ = [
     "ModelTimeout",
     "ModelUnavailable",
     "NotFound",
+    "RateLimitExceeded",
     "RateLimited",
+    "RequestTimeout",
     "RetrievalError",
     "RunError",
     "SchemaError",
@@ -134,6 +140,30 @@ class NotFound(UserError):
 class Unauthorized(UserError):
     http_status = 401
     code = "unauthorized"
+
+
+class Forbidden(UserError):
+    """The caller is known, but its API key may not do this (e.g. name another user)."""
+
+    http_status = 403
+    code = "forbidden"
+
+
+class RateLimitExceeded(UserError):
+    """The caller (an API key, or a client address without keys) sent more requests than
+    ``server.rate_limit`` allows. Not :class:`RateLimited`, which is a model provider's 429."""
+
+    http_status = 429
+    code = "rate_limit_exceeded"
+
+    def __init__(self, limit: int, retry_after: float) -> None:
+        super().__init__(
+            f"more than {limit} requests per minute from this caller",
+            hint="wait Retry-After seconds and retry, or ask the operator to raise server.rate_limit.per_minute",
+        )
+        self.limit = limit
+        #: seconds until the caller's window resets
+        self.retry_after = retry_after
 
 
 # -- run errors -----------------------------------------------------------------------
@@ -271,6 +301,22 @@ class LimitExceeded(RunError):
             hint=f"raise limits.{limit} in keel.yaml if the task needs more",
         )
         self.limit = limit
+
+
+class RequestTimeout(RunError):
+    """The HTTP server stopped waiting for a run (``server.request_timeout_s``); the run itself
+    may still finish in the background and its trace is kept."""
+
+    http_status = 504
+    code = "request_timeout"
+
+    def __init__(self, timeout_s: float) -> None:
+        super().__init__(
+            f"no answer within the server's request timeout of {timeout_s:g}s",
+            hint="retry later, use POST /v1/jobs for long work, or raise server.request_timeout_s "
+            "(keep limits.max_wall_s below it)",
+        )
+        self.timeout_s = timeout_s
 
 
 # -- control flow ---------------------------------------------------------------------

@@ -116,6 +116,12 @@ server:                        # keel serve
   port: 8080
   auth: auto                   # keys required once one exists (keel keys create) or off loopback
   ui: true
+  rate_limit:
+    per_minute: 0              # requests per minute per API key (per client address without keys); 0: off
+    backend: sqlite            # or redis, shared by every replica: redis_url: redis://127.0.0.1:6379/0
+  # request_timeout_s: 210     # /v1/ask answers 504 after this; default limits.max_wall_s + 30
+  shutdown_timeout_s: 30       # on SIGTERM, in-flight requests get this long to finish
+  workers: 1                   # processes; each loads the model (knowledge.store: server for more than 1)
 
 jobs:
   backend: embedded            # or celery, with broker_url: redis://127.0.0.1:6379/0

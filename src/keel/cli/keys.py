@@ -21,17 +21,24 @@ def register(app: typer.Typer) -> None:
     @keys.command("create")
     def keys_create(
         name: Annotated[str, typer.Argument(help="who uses the key; it is the user for budgets, audit, approvals")],
+        act_as_any: Annotated[bool, typer.Option(
+            "--act-as-any", help="requests may name another user (`user` in the body): for a backend "
+            "that calls keel on behalf of its own users")] = False,
         config: ConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Create a key for NAME and print it once (only its salted hash is stored)."""
-        record, key = _store(config).create(name)
+        """Create a key for NAME and print it once (only its salted hash is stored).
+
+        Requests with the key run as NAME; with --act-as-any they may name another user.
+        """
+        record, key = _store(config).create(name, act_as_any=act_as_any)
         if as_json:
             print_json({**record.to_dict(), "key": key})
             return
         typer.echo(key)
+        acts = " It may act as any user." if record.act_as_any else ""
         err_console.print(f"key {record.id} for {record.name!r}: copy it now, it is not shown again. "
-                          "Send it as `Authorization: Bearer <key>`.", markup=False, highlight=False)
+                          f"Send it as `Authorization: Bearer <key>`.{acts}", markup=False, highlight=False)
 
     @keys.command("list")
     def keys_list(
@@ -39,7 +46,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """The keys: id, name, created, revoked (never the key itself)."""
+        """The keys: id, name, whether it may act as any user, created, revoked (never the key itself)."""
         rows = _store(config).list(include_revoked=show_all)
         if as_json:
             print_json([r.to_dict() for r in rows])
@@ -49,10 +56,11 @@ def register(app: typer.Typer) -> None:
             return
         from rich.table import Table
 
-        table = Table("id", "name", "created", "revoked")
+        table = Table("id", "name", "acts as", "created", "revoked")
         for r in rows:
             d = r.to_dict()
-            table.add_row(d["id"], d["name"], d["created_at"], d["revoked_at"] or "-")
+            table.add_row(d["id"], d["name"], "any user" if r.act_as_any else "itself", d["created_at"],
+                          d["revoked_at"] or "-")
         console.print(table)
 
     @keys.command("revoke")

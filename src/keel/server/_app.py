@@ -2,8 +2,12 @@
 
 One ``App`` per server process: its models, stores and telemetry are built
 once and shared by every request (FastAPI runs the handlers in its thread
-pool). Middleware, outermost first: request id, CORS (only when
+pool). Middleware, outermost first: HTTP metrics, request id, CORS (only when
 ``server.cors_origins`` is set), body size limit.
+
+Swagger UI (``/docs``) and ReDoc (``/redoc``) are off: FastAPI loads them from a
+CDN, which fails offline and tells a third party about every visit. The
+OpenAPI document is served at ``/openapi.json``; load it into any viewer.
 """
 
 from __future__ import annotations
@@ -20,8 +24,10 @@ from ..app import App
 from ._auth import AuthPolicy
 from ._errors import install_handlers
 from ._keys import KeyStore
+from ._metrics import MetricsMiddleware, http_metrics
 from ._middleware import BodyLimit, RequestId
 from ._openai import router as openai_router
+from ._ratelimit import build_rate_limiter
 from ._routes import ops, router
 
 __all__ = ["UI_DIR", "create_app"]
@@ -32,7 +38,8 @@ _DESCRIPTION = """keel's HTTP API: questions answered with sources, route, cost 
 approvals, feedback, traces, jobs; an OpenAI-compatible chat endpoint; metrics and probes.
 
 Send `Authorization: Bearer <key>` (make one with `keel keys create NAME`) on every `/v1` route and
-`/metrics`. Errors are `{"error": code, "message", "hint"}` (OpenAI's shape on `/v1/chat/completions`)."""
+`/metrics`. Requests run as the key's name. Errors are `{"error": code, "message", "hint"}`
+(OpenAI's shape on `/v1/chat/completions`)."""
 
 
 def _lifespan(keel: App, workers: bool):  # type: ignore[no-untyped-def]
@@ -63,9 +70,12 @@ def create_app(app: App | None = None, *, host: str | None = None, keys: KeyStor
     # turn every probe and poll into a trace of its own
     off = {"tracing": False, "operation_spans": False, "metrics": False, "logs": False, "auto_configure": False}
     api = FastAPI(title="keel", version=_version(), description=_DESCRIPTION, telemetry=off,
-                  lifespan=_lifespan(keel, workers))
+                  lifespan=_lifespan(keel, workers), docs_url=None, redoc_url=None)  # no CDN: see above
     api.state.keel = keel
-    api.state.auth = AuthPolicy(settings.auth, host or settings.host, keys or KeyStore.for_settings(keel.settings))
+    metrics = http_metrics(keel.telemetry.metrics.registry)
+    limiter = build_rate_limiter(keel.settings, on_reject=metrics.observe_rate_limited)
+    api.state.auth = AuthPolicy(settings.auth, host or settings.host, keys or KeyStore.for_settings(keel.settings),
+                                limiter)
     install_handlers(api)
     api.include_router(router)
     api.include_router(openai_router)
@@ -82,6 +92,7 @@ def create_app(app: App | None = None, *, host: str | None = None, keys: KeyStor
             expose_headers=["X-Request-ID", "Retry-After", "Location"],
         )
     api.add_middleware(RequestId)
+    api.add_middleware(MetricsMiddleware, metrics=metrics)
     return api
 
 

@@ -3,6 +3,12 @@
 ``server.auth``: ``required`` always wants a key; ``off`` never looks; ``auto``
 wants one once any key exists, and always when the server listens beyond
 loopback (``keel serve`` refuses to start that way with no key at all).
+
+Who a request runs as (budgets, costs, traces, approvals requested) is the
+key's name. A body may name another ``user`` only when no key identifies the
+caller (auth off, or open on loopback) or when the key was created with
+``act_as_any``; otherwise it is 403. The same dependency counts the request
+against ``server.rate_limit`` (per key id, or per client address without one).
 """
 
 from __future__ import annotations
@@ -14,8 +20,9 @@ from typing import Annotated, Literal
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
-from ..errors import ConfigError, Unauthorized
+from ..errors import ConfigError, Forbidden, Unauthorized
 from ._keys import KeyStore
+from ._ratelimit import RateLimiter
 
 __all__ = ["AuthPolicy", "Caller", "CallerDep", "caller", "is_loopback"]
 
@@ -37,17 +44,33 @@ class Caller:
 
     name: str | None = None
     key_id: str | None = None
+    #: the key may name another user in a request body
+    act_as_any: bool = False
 
     @property
     def approver(self) -> str:
         return self.name or "anonymous"
 
+    def user_for(self, requested: str | None) -> str | None:
+        """The user a request runs as: the key's name, or ``requested`` when this caller may name one."""
+        if requested is None or requested == self.name:
+            return self.name
+        if self.name is None or self.act_as_any:
+            return requested
+        raise Forbidden(
+            f"the API key of {self.name!r} may not act as user {requested!r}",
+            hint="leave `user` out (requests run as the key's name), or use a key made with "
+            "`keel keys create NAME --act-as-any`",
+        )
+
 
 class AuthPolicy:
-    def __init__(self, mode: Literal["auto", "required", "off"], host: str, keys: KeyStore) -> None:
+    def __init__(self, mode: Literal["auto", "required", "off"], host: str, keys: KeyStore,
+                 limiter: RateLimiter | None = None) -> None:
         self.mode = mode
         self.host = host
         self.keys = keys
+        self.limiter = limiter
 
     def required(self) -> bool:
         """Whether a request must carry a valid key right now."""
@@ -73,7 +96,7 @@ class AuthPolicy:
             return Caller()
         if token:
             key = self.keys.verify(token)
-            return Caller(key.name, key.id)
+            return Caller(key.name, key.id, key.act_as_any)
         if self.required():
             raise Unauthorized("this endpoint needs an API key",
                                hint="send `Authorization: Bearer <key>`; make one with keel keys create NAME")
@@ -83,8 +106,18 @@ class AuthPolicy:
 def caller(
     request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
 ) -> Caller:
-    """FastAPI dependency: the caller, or 401."""
+    """FastAPI dependency: the caller, or 401; on ``/v1`` routes, 429 over the rate limit."""
     policy: AuthPolicy = request.app.state.auth
+    who = _identify(policy, request, credentials)
+    if policy.limiter is not None and request.url.path.startswith("/v1/"):
+        if who.key_id is not None:
+            policy.limiter.hit("key", who.key_id)
+        else:
+            policy.limiter.hit("ip", request.client.host if request.client else "unknown")
+    return who
+
+
+def _identify(policy: AuthPolicy, request: Request, credentials: HTTPAuthorizationCredentials | None) -> Caller:
     if policy.mode == "off":
         return Caller()
     token = credentials.credentials if credentials is not None else None

@@ -18,7 +18,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from ..errors import BudgetExceeded, CircuitOpen, KeelError, RateLimited, Unauthorized
+from ..errors import BudgetExceeded, CircuitOpen, KeelError, RateLimited, RateLimitExceeded, Unauthorized
 
 __all__ = ["error_body", "error_response", "install_handlers", "retry_after"]
 
@@ -28,8 +28,8 @@ _OPENAI_PATHS = ("/v1/chat/", "/v1/models")
 
 _HTTP_CODES = {
     400: ("bad_request", "the request could not be read", "send a JSON body with Content-Type: application/json"),
-    404: ("not_found", "no such endpoint", "see /docs for the endpoints"),
-    405: ("method_not_allowed", "this endpoint does not take that method", "see /docs for the endpoints"),
+    404: ("not_found", "no such endpoint", "see /openapi.json for the endpoints"),
+    405: ("method_not_allowed", "this endpoint does not take that method", "see /openapi.json for the endpoints"),
     413: ("payload_too_large", "the request body is too large", "send less, or raise server.max_body_kb"),
 }
 
@@ -47,6 +47,8 @@ def error_body(path: str, code: str, message: str, hint: str | None, **extra: An
 
 def retry_after(exc: KeelError) -> int | None:
     """Seconds a client should wait before retrying, when the error knows."""
+    if isinstance(exc, RateLimitExceeded):
+        return max(1, math.ceil(exc.retry_after))
     if isinstance(exc, RateLimited) and exc.retry_after is not None:
         return max(1, math.ceil(exc.retry_after))
     if isinstance(exc, CircuitOpen):
@@ -95,7 +97,7 @@ def install_handlers(api: FastAPI) -> None:
             request.url.path,
             "input_error",
             f"the request is not valid: {_validation_message(exc)}",
-            "see /docs for the request's schema",
+            "see /openapi.json for the request's schema",
         )
         return JSONResponse(body, status_code=422)
 

@@ -5,9 +5,14 @@ row; the ``secret`` (32 random bytes, URL-safe base64) is checked against
 ``sha256(salt || secret)`` with a constant-time comparison. The plaintext is
 never written anywhere: lose it and you create a new one.
 
+A key created with ``act_as_any`` (``keel keys create NAME --act-as-any``) may
+name another user in a request body (a backend spending on behalf of its own
+users); any other key is always its own name.
+
 The table lives in ``telemetry.database_url`` when that is set (PostgreSQL in
 scale mode, so every API replica sees the same keys), else in SQLite at
-``<home>/keys.sqlite3``.
+``<home>/keys.sqlite3``. A table made before ``act_as_any`` existed gets the
+column added when it is opened.
 """
 
 from __future__ import annotations
@@ -44,6 +49,7 @@ _table = sa.Table(
     sa.Column("key_hash", sa.String(64), nullable=False),
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),
+    sa.Column("act_as_any", sa.Boolean, nullable=False, server_default=sa.false()),
 )
 
 
@@ -55,6 +61,8 @@ class ApiKey:
     name: str
     created_at: float
     revoked_at: float | None = None
+    #: may name another user (``user`` in a request body) for budgets, costs and audit
+    act_as_any: bool = False
 
     @property
     def active(self) -> bool:
@@ -67,6 +75,7 @@ class ApiKey:
             "created_at": _iso(self.created_at),
             "revoked_at": _iso(self.revoked_at) if self.revoked_at else None,
             "active": self.active,
+            "act_as_any": self.act_as_any,
         }
 
 
@@ -105,8 +114,23 @@ def _engine(url: str) -> Engine:
                 kwargs["pool_pre_ping"] = True
             engine = sa.create_engine(parsed, **kwargs)
             _metadata.create_all(engine)
+            _add_missing_columns(engine)
             _engines[url] = engine
         return engine
+
+
+def _add_missing_columns(engine: Engine) -> None:
+    """A key table from before ``act_as_any``: add the column (every old key acts only as itself)."""
+    columns = {c["name"] for c in sa.inspect(engine).get_columns(_table.name)}
+    if "act_as_any" in columns:
+        return
+    exists = " IF NOT EXISTS" if engine.dialect.name == "postgresql" else ""  # replicas may race here
+    with engine.begin() as conn:
+        conn.execute(sa.text(f"ALTER TABLE {_table.name} ADD COLUMN{exists} act_as_any BOOLEAN NOT NULL DEFAULT FALSE"))
+
+
+def _record(row: Any) -> ApiKey:
+    return ApiKey(row["id"], row["name"], row["created_at"], row["revoked_at"], bool(row["act_as_any"]))
 
 
 class KeyStore:
@@ -119,8 +143,10 @@ class KeyStore:
     def for_settings(cls, settings: Settings) -> KeyStore:
         return cls(keys_url(settings))
 
-    def create(self, name: str) -> tuple[ApiKey, str]:
-        """A new key for ``name``; returns its record and the plaintext key (shown once, never stored)."""
+    def create(self, name: str, *, act_as_any: bool = False) -> tuple[ApiKey, str]:
+        """A new key for ``name``; returns its record and the plaintext key (shown once, never stored).
+
+        ``act_as_any``: requests with this key may name another user in their body."""
         if not _NAME.match(name):
             raise InputError(
                 f"key name {name!r} must be 1-64 letters, digits, or . _ @ - (starting with a letter or digit)",
@@ -132,10 +158,11 @@ class KeyStore:
                 hint=f"revoke it first (keel keys revoke {name}) or pick another name",
             )
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
-        row = {"id": key_id, "name": name, "salt": salt, "key_hash": _digest(salt, secret), "created_at": _now()}
+        row = {"id": key_id, "name": name, "salt": salt, "key_hash": _digest(salt, secret), "created_at": _now(),
+               "act_as_any": act_as_any}
         with self.engine.begin() as conn:
             conn.execute(_table.insert().values(**row))
-        return ApiKey(key_id, name, row["created_at"]), f"{_PREFIX}{key_id}_{secret}"
+        return ApiKey(key_id, name, row["created_at"], act_as_any=act_as_any), f"{_PREFIX}{key_id}_{secret}"
 
     def verify(self, key: str) -> ApiKey:
         """The active key whose plaintext is ``key``; raises Unauthorized otherwise."""
@@ -151,7 +178,7 @@ class KeyStore:
                                hint="check the key, or make one with keel keys create NAME")
         if row["revoked_at"] is not None:
             raise Unauthorized("the API key was revoked", hint="create a new one with keel keys create NAME")
-        return ApiKey(row["id"], row["name"], row["created_at"])
+        return _record(row)
 
     def list(self, *, include_revoked: bool = True) -> list[ApiKey]:
         query = _table.select().order_by(_table.c.created_at)
@@ -159,7 +186,7 @@ class KeyStore:
             query = query.where(_table.c.revoked_at.is_(None))
         with self.engine.connect() as conn:
             rows = conn.execute(query).mappings().all()
-        return [ApiKey(r["id"], r["name"], r["created_at"], r["revoked_at"]) for r in rows]
+        return [_record(r) for r in rows]
 
     def any_active(self) -> bool:
         query = sa.select(_table.c.id).where(_table.c.revoked_at.is_(None)).limit(1)
@@ -178,4 +205,4 @@ class KeyStore:
                 .where(_table.c.id.in_([k.id for k in targets]), _table.c.revoked_at.is_(None))
                 .values(revoked_at=when)
             )
-        return [ApiKey(k.id, k.name, k.created_at, when) for k in targets]
+        return [ApiKey(k.id, k.name, k.created_at, when, k.act_as_any) for k in targets]

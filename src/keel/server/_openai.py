@@ -28,11 +28,12 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from starlette.concurrency import run_in_threadpool
 
-from ..errors import BudgetExceeded, InputError, KeelError
+from ..errors import BudgetExceeded, InputError, KeelError, RequestTimeout
 from ..graph import Answer
 from ._auth import Caller, CallerDep
 from ._errors import error_body, retry_after
 from ._schemas import ChatCompletionRequest, ChatMessage, OpenAIErrorOut
+from ._timeout import request_timeout_s, run_with_timeout
 
 __all__ = ["router"]
 
@@ -103,7 +104,7 @@ def _ask_kwargs(body: ChatCompletionRequest, who: Caller, session: str | None, k
     return {
         "kb": kb or meta.get("kb") or None,
         "session": session or meta.get("session") or None,
-        "user": body.user or who.name,
+        "user": who.user_for(body.user),
     }
 
 
@@ -113,7 +114,7 @@ KbHeader = Annotated[str | None, Header(alias="x-keel-kb", max_length=64)]
 _RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"description": "a chat.completion object, or an SSE stream of chat.completion.chunk objects",
           "content": {"application/json": {}, "text/event-stream": {}}},
-    **{code: {"model": OpenAIErrorOut} for code in (400, 401, 413, 422, 429, 502, 503, 504)},
+    **{code: {"model": OpenAIErrorOut} for code in (400, 401, 403, 413, 422, 429, 502, 503, 504)},
 }
 
 
@@ -136,10 +137,11 @@ async def chat_completions(
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = _stream(run, completion_id, body.model, include_usage, request.url.path)
+        stream = _stream(run, completion_id, body.model, include_usage, request.url.path,
+                         request_timeout_s(request))
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
-    answer = await run_in_threadpool(run)
+    answer = await run_with_timeout(request, run)
     if isinstance(answer.exception, BudgetExceeded):
         raise answer.exception
     return JSONResponse(
@@ -168,7 +170,7 @@ def _sse(data: dict[str, Any] | str) -> str:
 
 
 async def _stream(
-    run: Any, completion_id: str, model: str, include_usage: bool, path: str
+    run: Any, completion_id: str, model: str, include_usage: bool, path: str, timeout_s: float
 ) -> AsyncIterator[str]:
     created = int(time.time())
 
@@ -180,11 +182,15 @@ async def _stream(
     yield chunk({"role": "assistant", "content": ""})
     task = asyncio.ensure_future(run_in_threadpool(run))
     task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a client that left: no lost-error warning
-    while not task.done():
-        done, _ = await asyncio.wait({task}, timeout=HEARTBEAT_S)
-        if not done:
+    deadline = time.monotonic() + timeout_s
+    while not task.done() and time.monotonic() < deadline:
+        done, _ = await asyncio.wait({task}, timeout=min(HEARTBEAT_S, max(0.0, deadline - time.monotonic())))
+        if not done and time.monotonic() < deadline:
             yield ": keel is still working\n\n"
     try:
+        if not task.done():  # the run goes on in the background; its answer is dropped
+            log.warning("chat completion %s: no answer after %gs", completion_id, timeout_s)
+            raise RequestTimeout(timeout_s)
         answer: Answer = task.result()
         if isinstance(answer.exception, BudgetExceeded):
             raise answer.exception
@@ -209,7 +215,7 @@ async def _stream(
     yield _sse("[DONE]")
 
 
-@router.get("/models", responses={401: {"model": OpenAIErrorOut}})
+@router.get("/models", responses={code: {"model": OpenAIErrorOut} for code in (401, 429)})
 def models(who: CallerDep) -> dict[str, Any]:
     """The one model name this endpoint answers as: ``keel`` (its router picks the real models)."""
     return {"object": "list", "data": [{"id": "keel", "object": "model", "created": 0, "owned_by": "keel"}]}

@@ -29,6 +29,7 @@ from ._schemas import (
     TraceSummaryOut,
     TraceTreeOut,
 )
+from ._timeout import run_with_timeout
 
 __all__ = ["answer_response", "ops", "router"]
 
@@ -37,7 +38,8 @@ ops = APIRouter()
 
 
 def _errors(*codes: int) -> dict[int | str, dict[str, Any]]:
-    return {code: {"model": ErrorOut} for code in (400, 401, 413, 422, *codes)}
+    """Error bodies every /v1 route may answer (429: server.rate_limit), plus ``codes``."""
+    return {code: {"model": ErrorOut} for code in (400, 401, 413, 422, 429, *codes)}
 
 
 def keel_app(request: Request) -> App:
@@ -61,17 +63,22 @@ def answer_response(answer: Answer) -> JSONResponse:
 _ANSWER_RESPONSES: dict[int | str, dict[str, Any]] = {
     200: {"model": AnswerOut, "description": "answered, or stopped by a limit (status says which)"},
     202: {"model": AnswerOut, "description": "paused: a person must approve a tool call (status pending_approval)"},
-    **_errors(400, 429, 502, 503, 504),
+    **_errors(502, 503, 504),
 }
 
 
 # -- the request graph -----------------------------------------------------------------------
 
 
-@router.post("/ask", responses=_ANSWER_RESPONSES, tags=["ask"])
-def ask(body: AskRequest, request: Request, who: CallerDep) -> JSONResponse:
-    """Answer a question through keel's graph: the Answer JSON with sources, route, cost and trace id."""
-    answer = keel_app(request).ask(body.question, kb=body.kb, session=body.session, user=body.user or who.name)
+@router.post("/ask", responses={**_ANSWER_RESPONSES, **_errors(403)}, tags=["ask"])
+async def ask(body: AskRequest, request: Request, who: CallerDep) -> JSONResponse:
+    """Answer a question through keel's graph: the Answer JSON with sources, route, cost and trace id.
+
+    It runs as the API key's name; ``user`` may name someone else only with a key made
+    ``--act-as-any`` (else 403). 504 after ``server.request_timeout_s``."""
+    app, user = keel_app(request), who.user_for(body.user)
+    answer = await run_with_timeout(
+        request, lambda: app.ask(body.question, kb=body.kb, session=body.session, user=user))
     return answer_response(answer)
 
 
@@ -104,13 +111,14 @@ def get_approval(approval_id: ApprovalId, request: Request, who: CallerDep) -> J
 
 
 @router.post("/approvals/{approval_id}/approve", responses={**_ANSWER_RESPONSES, **_errors(404)}, tags=["approvals"])
-def approve(approval_id: ApprovalId, request: Request, who: CallerDep) -> JSONResponse:
+async def approve(approval_id: ApprovalId, request: Request, who: CallerDep) -> JSONResponse:
     """Approve a paused tool call as the API key's owner; the run resumes and its answer is returned."""
-    return answer_response(keel_app(request).approve(approval_id, by=who.approver))
+    app = keel_app(request)
+    return answer_response(await run_with_timeout(request, lambda: app.approve(approval_id, by=who.approver)))
 
 
 @router.post("/approvals/{approval_id}/reject", responses={**_ANSWER_RESPONSES, **_errors(404)}, tags=["approvals"])
-def reject(
+async def reject(
     approval_id: ApprovalId,
     request: Request,
     who: CallerDep,
@@ -118,7 +126,9 @@ def reject(
 ) -> JSONResponse:
     """Reject a paused tool call (with an optional reason); the run finishes without it."""
     reason = body.reason if body is not None else None
-    return answer_response(keel_app(request).reject(approval_id, by=who.approver, reason=reason))
+    app = keel_app(request)
+    return answer_response(
+        await run_with_timeout(request, lambda: app.reject(approval_id, by=who.approver, reason=reason)))
 
 
 # -- feedback and traces ----------------------------------------------------------------------------
@@ -184,13 +194,13 @@ def _inside_workspace(app: App, payload: dict[str, Any]) -> dict[str, Any]:
     return {**payload, "paths": resolved}
 
 
-@router.post("/jobs", status_code=202, responses={202: {"model": JobOut}, **_errors()}, tags=["jobs"])
+@router.post("/jobs", status_code=202, responses={202: {"model": JobOut}, **_errors(403)}, tags=["jobs"])
 def submit_job(body: JobRequest, request: Request, who: CallerDep) -> JSONResponse:
     """Queue an ``ask``, ``ingest`` or ``extract`` job; poll the Location it returns."""
     app = keel_app(request)
     payload = _inside_workspace(app, body.payload) if body.kind == "ingest" else dict(body.payload)
-    user = payload.get("user") if body.kind == "ask" and isinstance(payload.get("user"), str) else None
-    job = app.jobs.submit(body.kind, payload, user=user or who.name)
+    named = payload.get("user") if body.kind == "ask" and isinstance(payload.get("user"), str) else None
+    job = app.jobs.submit(body.kind, payload, user=who.user_for(named))
     data = job.to_dict()
     return JSONResponse(data, status_code=202, headers={"Location": f"/v1/jobs/{data['id']}"})
 
