@@ -2,9 +2,10 @@
 
 Slow-ish: opt in with ``-m local_model``. The knowledge base holds a dozen topics
 of the demo corpus (the whole reference takes minutes to embed on 2 cores). The
-model runs on one thread and without a re-ask: on 2 cores shared with other
-work, llama.cpp on every core took 215 s for one answer where one thread took
-27 s, and this test is about the harness, not the model.
+model runs on one thread, without a re-ask and without the router's judge: on
+2 cores shared with other work, llama.cpp on every core took 215 s for one
+answer where one thread took 27 s, and this test is about the harness, not
+the model.
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ def test_demo_smoke_cases_through_the_cli_on_the_embedded_model(keel_home: Path,
 
     (tmp_path / "keel.yaml").write_text(
         "models:\n  local: {provider: local, model: SmolLM2-135M-Instruct, n_threads: 1}\n"
-        "guardrails: {max_reasks: 0}\ngateway: {cache: {enabled: false}}\n"
+        "guardrails: {max_reasks: 0}\nrouter: {judge: false}\ngateway: {cache: {enabled: false}}\n"
     )
     env = {"KEEL_HOME": str(keel_home), "PATH": "/usr/bin:/bin"}
     exe = Path(sys.executable).with_name("keel")
