@@ -392,6 +392,7 @@ class Settings(BaseSettings):
     knowledge: KnowledgeSettings = KnowledgeSettings()
     telemetry: TelemetrySettings = TelemetrySettings()
     budgets: BudgetSettings = BudgetSettings()
+    state: StateSettings = StateSettings()
     limits: LimitSettings = LimitSettings()
     tools: ToolSettings = ToolSettings()
     router: RouterSettings = RouterSettings()
@@ -413,7 +414,6 @@ class Settings(BaseSettings):
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # file values arrive through init kwargs at lowest priority via load_settings
         return (env_settings, init_settings)
-    state: StateSettings = StateSettings()
 
     @property
     def data_dir(self) -> Path:
