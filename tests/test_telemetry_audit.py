@@ -10,6 +10,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 import sqlalchemy as sa
+from hypothesis import given
+from hypothesis import strategies as st
 from typer.testing import CliRunner
 
 from keel.app import App
@@ -17,7 +19,7 @@ from keel.cli import app as cli
 from keel.config import AuditSettings
 from keel.errors import InputError
 from keel.telemetry._db import open_engine
-from keel.telemetry.audit import GENESIS, AuditLedger, read_export, record_hash, verify_records
+from keel.telemetry.audit import GENESIS, AuditLedger, read_export, record_hash, timestamp, verify_records
 
 DECISIONS = [
     ("route", {"route": "agent", "reason": "needs a tool", "models": ["m"], "prompt_version": "ask@3"}),
@@ -262,3 +264,11 @@ def test_two_processes_appending_at_once_keep_one_chain(url):
     ]
     writers = [r.data["writer"] for r in records]
     assert sum(a != b for a, b in zip(writers, writers[1:], strict=False)) > 1  # they did interleave
+
+
+@given(st.datetimes(min_value=datetime(1970, 1, 1), max_value=datetime(9999, 12, 31)))
+def test_record_timestamps_are_what_strftime_writes(when):
+
+    assert timestamp(when) == when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    aware = when.replace(tzinfo=UTC)
+    assert timestamp(aware) == when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")

@@ -81,6 +81,16 @@ _CANONICAL = json.JSONEncoder(sort_keys=True, separators=(",", ":"), ensure_asci
 _SNAPSHOT = json.JSONEncoder(default=str, allow_nan=False)
 
 
+def timestamp(when: datetime) -> str:
+    """A record's time as stored: ``2026-11-30T08:40:01.123456Z`` (UTC, microseconds).
+
+    Written out by hand: ``strftime`` asks the C library, which re-reads the time zone on
+    every call, and the ledger stamps every decision of every request."""
+    w = when.astimezone(UTC) if when.tzinfo is not None and when.utcoffset() else when
+    return (f"{w.year:04d}-{w.month:02d}-{w.day:02d}T{w.hour:02d}:{w.minute:02d}:{w.second:02d}"
+            f".{w.microsecond:06d}Z")
+
+
 def canonical(value: Any) -> str:
     """The one JSON text of a value: sorted keys, no spaces, UTF-8, no NaN."""
     return _CANONICAL.encode(value)
@@ -319,7 +329,7 @@ class AuditLedger:
             text = _SNAPSHOT.encode({**self.context, **data})
         except ValueError as exc:
             raise InputError(f"audit data cannot be stored as JSON: {exc}", hint="replace NaN/inf values") from None
-        return _Pending(self.clock().strftime("%Y-%m-%dT%H:%M:%S.%fZ"), event, text, self._prepare)
+        return _Pending(timestamp(self.clock()), event, text, self._prepare)
 
     def _prepare(self, plain: Any) -> Any:
         """The stored form of the decoded data: as is, or with text fields replaced by their sha256."""
@@ -362,7 +372,7 @@ class AuditLedger:
         if days is None:
             return 0
         self.flush()
-        cutoff = (self.clock() - timedelta(days=days)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+        cutoff = timestamp(self.clock() - timedelta(days=days))
         with self.engine.connect() as conn:
             last = conn.execute(
                 sa.select(t.audit.c.seq, t.audit.c.hash)

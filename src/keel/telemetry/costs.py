@@ -55,11 +55,16 @@ def parse_since(value: str | None, now: float | None = None, *, option: str = "-
     return (parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)).timestamp()
 
 
+def _utc_day(ts: float) -> str:
+    tm = time.gmtime(ts)
+    return f"{tm.tm_year:04d}-{tm.tm_mon:02d}-{tm.tm_mday:02d}"
+
+
 def call_row(record: CallRecord, ctx: SpanContext, ts: float) -> dict[str, Any]:
     md = record.metadata
     return {
         "ts": ts,
-        "day": datetime.fromtimestamp(ts, UTC).strftime("%Y-%m-%d"),
+        "day": _utc_day(ts),
         "trace_id": format(ctx.trace_id, "032x") if ctx.is_valid else None,
         "span_id": format(ctx.span_id, "016x") if ctx.is_valid else None,
         "model": record.model,

@@ -105,6 +105,9 @@ class StoreSpanProcessor(SpanProcessor):
     the first span ends (the database is opened and migrated then).
     """
 
+    #: takes keel's own recorded spans as they are (see keel.telemetry.recorder)
+    reads_recorded = True
+
     def __init__(self, writer: BatchWriter | Callable[[], BatchWriter]) -> None:
         self._writer = writer
 

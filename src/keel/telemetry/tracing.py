@@ -1,10 +1,14 @@
 """OpenTelemetry setup: one TracerProvider per process, reconfigurable, idempotent.
 
 OpenTelemetry allows the global provider to be set once per process, but an
-``App`` (and every test) may bring its own settings. So keel installs one SDK
-provider whose span processor and sampler are switches: ``setup_tracing`` with
-the same settings is a no-op, with new settings it swaps where spans go
-(the trace store, an OTLP/HTTP collector) and whether they are recorded at all.
+``App`` (and every test) may bring its own settings. So keel installs one
+provider (keel's lean implementation of the API, :mod:`.recorder`) whose span
+processor and sampling are switches: ``setup_tracing`` with the same settings is
+a no-op, with new settings it swaps where spans go (the trace store, an
+OTLP/HTTP collector) and whether they are recorded at all. The switches are
+per process: the App that set tracing up last decides for every App in it.
+If the application already installed an SDK provider, keel adds its processor
+to that one instead, and that provider's sampler decides.
 Code that makes spans only ever uses ``opentelemetry.trace.get_tracer("keel")``.
 """
 
@@ -19,18 +23,10 @@ from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor, TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter, SpanExportResult
-from opentelemetry.sdk.trace.sampling import (
-    ALWAYS_ON,
-    Decision,
-    ParentBased,
-    Sampler,
-    SamplingResult,
-    TraceIdRatioBased,
-)
-from opentelemetry.trace import Link, Span, SpanKind
-from opentelemetry.util.types import Attributes
+from opentelemetry.trace import Span
 
 from ..config import TelemetrySettings
+from .recorder import KeelTracerProvider, RecordedSpan
 from .spans import is_content, set_content_capture
 
 __all__ = ["setup_tracing", "shutdown_tracing"]
@@ -39,36 +35,11 @@ _lock = threading.Lock()
 _state: dict[str, Any] = {"provider": None, "key": None}
 
 
-class _Switch(Sampler):
-    """Records every span while on; drops them (non-recording, nearly free) while off."""
-
-    def __init__(self) -> None:
-        self.on = True
-        self._inner: Sampler = ParentBased(ALWAYS_ON)
-
-    def set_ratio(self, ratio: float) -> None:
-        self._inner = ParentBased(ALWAYS_ON if ratio >= 1 else TraceIdRatioBased(ratio))
-
-    def should_sample(
-        self,
-        parent_context: Context | None,
-        trace_id: int,
-        name: str,
-        kind: SpanKind | None = None,
-        attributes: Attributes = None,
-        links: Sequence[Link] | None = None,
-        trace_state: Any = None,
-    ) -> SamplingResult:
-        if not self.on:
-            return SamplingResult(Decision.DROP)
-        return self._inner.should_sample(parent_context, trace_id, name, kind, attributes, links, trace_state)
-
-    def get_description(self) -> str:
-        return "KeelSwitch"
-
-
 class _Fanout(SpanProcessor):
-    """Forwards to the current processors; setup_tracing swaps the list."""
+    """Forwards to the current processors; setup_tracing swaps the list.
+
+    keel's own processors (``reads_recorded = True``) take keel's spans as they are; SDK
+    processors get a ``ReadableSpan``, made once per span and only if one of them is there."""
 
     def __init__(self) -> None:
         self.targets: tuple[SpanProcessor, ...] = ()
@@ -78,8 +49,13 @@ class _Fanout(SpanProcessor):
             p.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
+        readable = None
         for p in self.targets:
-            p.on_end(span)
+            if isinstance(span, RecordedSpan) and not getattr(p, "reads_recorded", False):
+                readable = readable or span.readable()
+                p.on_end(readable)
+            else:
+                p.on_end(span)
 
     def shutdown(self) -> None:
         for p in self.targets:
@@ -89,24 +65,24 @@ class _Fanout(SpanProcessor):
         return all(p.force_flush(timeout_millis) for p in self.targets)
 
 
-def _install(service_name: str) -> tuple[TracerProvider, _Switch, _Fanout]:
+def _install(service_name: str) -> tuple[Any, KeelTracerProvider, _Fanout]:
     if _state["provider"] is None:
-        sampler, fanout = _Switch(), _Fanout()
-        provider = TracerProvider(sampler=sampler, resource=Resource.create({"service.name": service_name}))
-        provider.add_span_processor(fanout)
-        trace.set_tracer_provider(provider)
-        if trace.get_tracer_provider() is not provider:  # someone else set one first: join it
+        fanout = _Fanout()
+        switch = KeelTracerProvider(fanout, Resource.create({"service.name": service_name}))
+        provider: Any = switch
+        trace.set_tracer_provider(switch)
+        if trace.get_tracer_provider() is not switch:  # someone else set one first: join it
             existing = trace.get_tracer_provider()
             if isinstance(existing, TracerProvider):
                 existing.add_span_processor(fanout)
                 provider = existing
-        _state.update(provider=provider, sampler=sampler, fanout=fanout)
-    return _state["provider"], _state["sampler"], _state["fanout"]
+        _state.update(provider=provider, switch=switch, fanout=fanout)
+    return _state["provider"], _state["switch"], _state["fanout"]
 
 
 def setup_tracing(
     settings: TelemetrySettings, store_processor: SpanProcessor | None = None, *, key: Any = None
-) -> TracerProvider:
+) -> Any:
     """Route keel's spans by ``settings`` (idempotent for the same settings and store).
 
     ``store_processor`` writes spans to the trace store (see ``Telemetry``); OTLP/HTTP export
@@ -115,7 +91,7 @@ def setup_tracing(
     """
     config_key = (settings.model_dump_json(), key if key is not None else id(store_processor))
     with _lock:
-        provider, sampler, fanout = _install(settings.service_name)
+        provider, switch, fanout = _install(settings.service_name)
         if _state["key"] == config_key:
             return provider
         old = fanout.targets
@@ -123,8 +99,8 @@ def setup_tracing(
         if settings.otlp_endpoint:
             targets.append(BatchSpanProcessor(_otlp_exporter(settings), schedule_delay_millis=500))
         fanout.targets = tuple(targets) if settings.enabled else ()
-        sampler.on = settings.enabled
-        sampler.set_ratio(settings.sample_ratio)
+        switch.on = settings.enabled
+        switch.set_ratio(settings.sample_ratio)
         set_content_capture(settings.capture_content)
         _state["key"] = config_key
     for p in old:
@@ -187,5 +163,5 @@ def shutdown_tracing() -> None:
             if isinstance(p, BatchSpanProcessor):
                 p.shutdown()
         fanout.targets = ()
-        _state["sampler"].on = False
+        _state["switch"].on = False
         _state["key"] = None
