@@ -124,7 +124,8 @@ def test_act_as_any_is_stored_in_postgresql(pg_url: str) -> None:
 
 def test_keys_cli_creates_a_key_that_acts_as_any_user_and_lists_it(keel_home: Path) -> None:
     runner = CliRunner()
-    made: dict[str, Any] = json.loads(runner.invoke(cli, ["keys", "create", "backend", "--act-as-any", "--json"]).stdout)
+    created = runner.invoke(cli, ["keys", "create", "backend", "--act-as-any", "--json"])
+    made: dict[str, Any] = json.loads(created.stdout)
     plain = runner.invoke(cli, ["keys", "create", "ann"])
     assert plain.exit_code == 0 and "act as any user" not in plain.stderr
     assert made["act_as_any"] is True

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import time
 import weakref
+from collections.abc import Iterator
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
@@ -50,14 +51,20 @@ def http_metrics(registry: CollectorRegistry) -> HttpMetrics:
     return found
 
 
+def _flat(routes: Any) -> Iterator[Any]:
+    """Every route, with those of included routers (FastAPI wraps them) taken out of their wrappers."""
+    for route in routes:
+        inner = getattr(route, "original_router", None)
+        yield from _flat(inner.routes) if inner is not None else (route,)
+
+
 def route_template(scope: Scope) -> str:
-    """The template of the route that handled ``scope``, or of the route that would have."""
+    """The template of the route that handled ``scope``, or, for a request refused before routing
+    (a body over the size limit), of the route that would have."""
     route = scope.get("route")
     if route is None:
-        router = scope.get("app")
-        for candidate in getattr(getattr(router, "router", None), "routes", ()):
-            match, _ = candidate.matches(scope)
-            if match == Match.FULL:
+        for candidate in _flat(getattr(scope.get("app"), "routes", ())):
+            if candidate.matches(scope)[0] == Match.FULL:
                 route = candidate
                 break
     if route is None:

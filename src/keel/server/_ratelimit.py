@@ -36,8 +36,8 @@ log = logging.getLogger("keel.server")
 
 
 class Windows(Protocol):
-    def hit(self, key: str, expires_at: float) -> int:
-        """Count one request on ``key`` (kept until ``expires_at``); its count so far, or 0 if unknown."""
+    def hit(self, key: str, now: float, expires_at: float) -> int:
+        """Count one request on ``key`` at Unix time ``now`` (kept until ``expires_at``); its count so far."""
         ...
 
 
@@ -62,11 +62,11 @@ class SQLiteWindows:
             self._local.conn = conn
         return conn
 
-    def hit(self, key: str, expires_at: float) -> int:
+    def hit(self, key: str, now: float, expires_at: float) -> int:
         conn = self._conn()
         conn.execute("BEGIN IMMEDIATE")
         try:
-            conn.execute("DELETE FROM rate_windows WHERE expires_at < ?", (time.time(),))
+            conn.execute("DELETE FROM rate_windows WHERE expires_at <= ?", (now,))
             row = conn.execute(
                 "INSERT INTO rate_windows (key, hits, expires_at) VALUES (?, 1, ?) "
                 "ON CONFLICT(key) DO UPDATE SET hits = hits + 1 RETURNING hits",
@@ -95,8 +95,8 @@ class RedisWindows:
         self.url = url
         self.prefix = prefix
 
-    def hit(self, key: str, expires_at: float) -> int:
-        ttl = max(1, math.ceil(expires_at - time.time()))
+    def hit(self, key: str, now: float, expires_at: float) -> int:
+        ttl = max(1, math.ceil(expires_at - now))
         pipe = self.client.pipeline(transaction=True)
         pipe.incr(self.prefix + key)
         pipe.expire(self.prefix + key, ttl)
@@ -127,7 +127,8 @@ class RateLimiter:
         label, resets_at = window("minute", now)
         assert resets_at is not None
         try:
-            count = self.windows.hit(f"keel:ratelimit:{kind}:{ident}:{label}", resets_at.timestamp())
+            count = self.windows.hit(f"keel:ratelimit:{kind}:{ident}:{label}", now.timestamp(),
+                                     resets_at.timestamp())
         except Exception as exc:  # the store is down: let the request through, say so (once a minute)
             if time.monotonic() - self._warned_at > 60:
                 self._warned_at = time.monotonic()
