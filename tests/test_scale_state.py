@@ -16,7 +16,7 @@ import sqlalchemy as sa
 
 from keel import App
 from keel.config import load_settings
-from keel.errors import ApprovalRequired, ConfigError, MissingDependency, RunError
+from keel.errors import ApprovalRequired, ConfigError, MissingDependency
 from keel.graph import by_purpose
 from keel.graph.factory import build_approvals, build_checkpointer, libpq_conninfo, state_database_url
 from keel.models.base import ChatResponse, Usage
@@ -225,7 +225,7 @@ REPLIES = {
     "agent_step": ["Done: deleted notes.txt."],
     "route_judge": ['{"label": "chat", "why": "small talk"}'],
 }
-#: priced like a small remote model (a free one trips a Redis budget bug, see the xfail test below)
+#: priced like a small remote model (a free one is tested on its own below)
 PRICED = {"provider": "fake", "input_price_per_mtok": 0.15, "output_price_per_mtok": 0.6}
 
 
@@ -321,9 +321,6 @@ def test_a_session_continued_on_another_replica_sees_the_earlier_turns(
 
 
 @pytest.mark.scale
-@pytest.mark.xfail(strict=True, raises=RunError, reason=(
-    "keel.telemetry.budgets _SETTLE_LUA sends HINCRBY -tonumber('0'), which Lua formats as '-0' and Redis "
-    "refuses: with budgets.backend redis every call to a free model (local, fake) fails when it settles"))
 def test_redis_budgets_settle_a_free_models_call(tmp_path: Path, pg_url: str, redis_prefix: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import redis

@@ -274,7 +274,7 @@ for i = 1, n do
   for j = 1, #all, 2 do
     local held, until_ = string.match(all[j + 1], '^(%d+)|(.+)$')
     if tonumber(until_) < now then
-      redis.call('HINCRBY', key, 'reserved', -tonumber(held))
+      redis.call('HINCRBY', key, 'reserved', 0 - tonumber(held))
       redis.call('HDEL', leases, all[j])
     end
   end
@@ -302,7 +302,8 @@ _SETTLE_LUA = """
 -- KEYS: counter, leases, ...  ARGV: id, amount, actual
 for i = 1, #KEYS, 2 do
   if redis.call('HDEL', KEYS[i + 1], ARGV[1]) == 1 then
-    redis.call('HINCRBY', KEYS[i], 'reserved', -tonumber(ARGV[2]))
+    -- 0 - x, not -x: Lua writes -0 for a free call, which HINCRBY refuses as not an integer
+    redis.call('HINCRBY', KEYS[i], 'reserved', 0 - tonumber(ARGV[2]))
   end
   redis.call('HINCRBY', KEYS[i], 'spent', tonumber(ARGV[3]))
 end
