@@ -113,11 +113,29 @@ ConcurrencyOption = Annotated[
 def worker(
     concurrency: ConcurrencyOption = None,
     burst: Annotated[bool, typer.Option("--burst", help="embedded: exit once no job is queued or running")] = False,
+    check: Annotated[bool, typer.Option(
+        "--check", help="liveness probe: exit 0 if a worker here heartbeated in the last 30 s, else 1")] = False,
+    heartbeat: Annotated[Path | None, typer.Option(
+        "--heartbeat", help="the heartbeat file (default: one per data dir in the temp folder)")] = None,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Run background jobs: poll the job table (embedded), or consume jobs.queue (celery)."""
-    queue = make_app(config).jobs
+    """Run background jobs: poll the job table (embedded), or consume jobs.queue (celery).
+
+    While it runs the worker touches a heartbeat file every 10 s; `keel worker --check` reads it.
+    """
+    from ..jobs._health import Heartbeat, check_heartbeat, default_heartbeat_path, job_threads_alive
+
+    app = make_app(config)
+    beat = heartbeat or default_heartbeat_path(app.data_dir)
+    if check:
+        ok, why = check_heartbeat(beat)
+        if as_json:
+            print_json({"healthy": ok, "detail": why, "heartbeat": str(beat)})
+        else:
+            (console if ok else err_console).print(why, markup=False, highlight=False)
+        raise typer.Exit(0 if ok else 1)
+    queue = app.jobs
     if burst and queue.backend != "embedded":
         raise InputError("--burst works with the embedded backend only",
                          hint="a Celery worker runs until it is stopped (SIGTERM or Ctrl-C)")
@@ -127,7 +145,9 @@ def worker(
         err_console.print(f"keel worker: {queue.store.engine.url.render_as_string(hide_password=True)}, "
                           f"{threads} thread(s)", markup=False, highlight=False)
     # Celery handles its own signals
-    with _job_outcomes_logged(), _graceful_stop(enabled=queue.backend == "embedded") as stop:
+    alive = job_threads_alive if queue.backend == "embedded" else (lambda: True)  # Celery: this process
+    with _job_outcomes_logged(), Heartbeat(beat, alive=alive), \
+            _graceful_stop(enabled=queue.backend == "embedded") as stop:
         ran = queue.work(concurrency=concurrency, burst=burst, stop=stop)
     if as_json:
         print_json({"backend": queue.backend, "jobs": ran})
