@@ -57,6 +57,13 @@ def test_quality_report_lists_every_check() -> None:
     assert not idk.passed and "does not know" in idk.problems[-1]
 
 
+@pytest.mark.parametrize("answer", ["[]", "{}", "...", "  ", ""])
+def test_a_wordless_answer_is_not_grounded_although_it_claims_nothing(answer: str) -> None:
+    report = QualityGuard(GuardrailSettings()).check(answer, question="what is global?", sources=[SOURCE])
+    assert not report.passed and report.problems[-1].startswith("the answer has no words")
+    assert QualityGuard(GuardrailSettings()).check("Yes.", question="is with a statement?", sources=[SOURCE]).passed
+
+
 def test_repetition_fails() -> None:
     text = "It wraps a block of code. It wraps a block of code."
     report = QualityGuard(GuardrailSettings()).check(text, question="q", sources=[])

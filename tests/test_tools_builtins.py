@@ -31,6 +31,21 @@ def test_calculator_evaluates_arithmetic(expression: str, value: float) -> None:
     assert evaluate(expression) == value
 
 
+@pytest.mark.parametrize(("expression", "shown"), [
+    ("1234 * 5678", "7006652"),
+    ("2 ** 70", "1180591620717411303424"),
+    ("0.1 + 0.2", "0.3"),
+    ("10 / 4", "2.5"),
+    ("9 / 3", "3"),
+    ("1 / 3", "0.333333333333"),
+    ("1e20 * 3", "3e+20"),
+])
+def test_calculator_results_are_shown_in_full_not_rounded_to_six_digits(
+        ws: Workspace, expression: str, shown: str) -> None:
+    result = build_registry(ToolSettings()).run("calculator", {"expression": expression}, ToolContext(workspace=ws))
+    assert result.content == f"{expression} = {shown}", result
+
+
 @pytest.mark.parametrize(
     ("expression", "message"),
     [

@@ -88,7 +88,8 @@ def without_repeats(text: str) -> str:
 
 
 def is_non_answer(text: str) -> bool:
-    return not text.strip() or bool(_NON_ANSWER.match(text))
+    """Empty, wordless ("[]", "..."), or a refusal to answer."""
+    return not any(ch.isalnum() for ch in text) or bool(_NON_ANSWER.match(text))
 
 
 class QualityGuard:
@@ -112,7 +113,9 @@ class QualityGuard:
             detail = f"{sum(s.supported for s in grounding.sentences)}/{len(grounding.sentences)} sentences supported"
             checks.append(Check("groundedness", ok, detail, grounding.score))
             problems += grounding.problems() if not ok else []
-            if is_non_answer(answer):
+            if not any(ch.isalnum() for ch in answer):
+                problems.append("the answer has no words; answer the question from the sources")
+            elif is_non_answer(answer):
                 problems.append("the answer says it does not know although sources were found")
         repeated = _repeated_sentences(answer)
         checks.append(Check("repetition", not repeated, "; ".join(r[:80] for r in repeated)))

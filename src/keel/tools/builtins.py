@@ -39,7 +39,17 @@ def _search(args: SearchArgs, ctx: ToolContext) -> list[dict[str, Any]]:
 
 
 def _calculate(args: CalculatorArgs, ctx: ToolContext) -> str:
-    return f"{args.expression} = {evaluate(args.expression):g}"
+    return f"{args.expression} = {format_number(evaluate(args.expression))}"
+
+
+def format_number(value: float | int) -> str:
+    """Integers in full (1234 * 5678 = 7006652, not 7.00665e+06); floats to 12 significant digits,
+    which hides binary noise (0.1 + 0.2 = 0.3) and keeps whole results whole."""
+    if isinstance(value, int):
+        return str(value)
+    if value.is_integer() and abs(value) < 1e15:
+        return str(int(value))
+    return format(value, ".12g")
 
 
 def _list_files(args: ListArgs, ctx: ToolContext) -> list[str]:
