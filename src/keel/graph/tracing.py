@@ -9,8 +9,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from typing import Any
 
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
@@ -31,14 +30,13 @@ def _value(v: Any) -> Any:
     return json.dumps(v, default=str, ensure_ascii=False)[:4000]
 
 
-@contextmanager
-def span(tracer: Tracer, name: str, kind: OpenInferenceSpanKindValues, **attributes: Any) -> Iterator[Span]:
-    """A span with an OpenInference kind; errors are recorded on it and re-raised."""
+def span(tracer: Tracer, name: str, kind: OpenInferenceSpanKindValues,
+         **attributes: Any) -> AbstractContextManager[Span]:
+    """``with span(...) as current``: a span with an OpenInference kind; errors are recorded on it
+    and re-raised. The tracer's own context manager is returned as is: no extra layer per span."""
     attrs = {_KIND_ATTR: kind.value, **{k: _value(v) for k, v in attributes.items() if v is not None}}
-    with tracer.start_as_current_span(
-        name, attributes=attrs, record_exception=True, set_status_on_exception=True
-    ) as current:
-        yield current
+    return tracer.start_as_current_span(  # type: ignore[return-value]
+        name, attributes=attrs, record_exception=True, set_status_on_exception=True)
 
 
 def set_attrs(current: Span, **attributes: Any) -> None:

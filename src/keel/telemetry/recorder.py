@@ -18,10 +18,10 @@ import random
 import threading
 import time
 import traceback
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from typing import Any
 
+from opentelemetry import context as context_api
 from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk.resources import Resource
@@ -35,7 +35,6 @@ from opentelemetry.trace import (
     Status,
     StatusCode,
     TraceFlags,
-    use_span,
 )
 
 __all__ = ["KeelTracerProvider", "RecordedSpan"]
@@ -161,15 +160,44 @@ class _Tracer(trace.Tracer):
         provider.started(span, context)
         return span
 
-    @contextmanager  # type: ignore[override]
-    def start_as_current_span(self, name: str, context: Context | None = None, kind: SpanKind = SpanKind.INTERNAL,
-                              attributes: Any = None, links: Sequence[Link] | None = None,
-                              start_time: int | None = None, record_exception: bool = True,
-                              set_status_on_exception: bool = True, end_on_exit: bool = True) -> Iterator[trace.Span]:
+    def start_as_current_span(self, name: str, context: Context | None = None,  # type: ignore[override]
+                              kind: SpanKind = SpanKind.INTERNAL, attributes: Any = None,
+                              links: Sequence[Link] | None = None, start_time: int | None = None,
+                              record_exception: bool = True, set_status_on_exception: bool = True,
+                              end_on_exit: bool = True) -> _Current:
         span = self.start_span(name, context, kind, attributes, links, start_time)
-        with use_span(span, end_on_exit=end_on_exit, record_exception=record_exception,
-                      set_status_on_exception=set_status_on_exception) as current:
-            yield current
+        return _Current(span, end_on_exit, record_exception, set_status_on_exception)
+
+
+class _Current:
+    """``with tracer.start_as_current_span(...)``: the span is the current one inside the block;
+    an exception leaving the block is recorded on it and marks it as an error (as the API's
+    ``use_span`` does), then the span ends. A class, not a generator: it runs on every span."""
+
+    __slots__ = ("end_on_exit", "record_exception", "set_status_on_exception", "span", "token")
+
+    def __init__(self, span: trace.Span, end_on_exit: bool, record_exception: bool,
+                 set_status_on_exception: bool) -> None:
+        self.span = span
+        self.end_on_exit = end_on_exit
+        self.record_exception = record_exception
+        self.set_status_on_exception = set_status_on_exception
+
+    def __enter__(self) -> trace.Span:
+        self.token = context_api.attach(trace.set_span_in_context(self.span))
+        return self.span
+
+    def __exit__(self, exc_type: Any, exc: BaseException | None, tb: Any) -> None:
+        context_api.detach(self.token)
+        span = self.span
+        # like use_span: only Exceptions are errors (GeneratorExit, KeyboardInterrupt are not)
+        if isinstance(exc, Exception) and span.is_recording():
+            if self.record_exception:
+                span.record_exception(exc)
+            if self.set_status_on_exception:
+                span.set_status(Status(StatusCode.ERROR, f"{type(exc).__name__}: {exc}"))
+        if self.end_on_exit:
+            span.end()
 
 
 class KeelTracerProvider(trace.TracerProvider):
