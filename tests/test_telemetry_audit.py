@@ -19,7 +19,7 @@ from keel.cli import app as cli
 from keel.config import AuditSettings
 from keel.errors import InputError
 from keel.telemetry._db import open_engine
-from keel.telemetry.audit import GENESIS, AuditLedger, read_export, record_hash, timestamp, verify_records
+from keel.telemetry.audit import GENESIS, AuditLedger, read_export, record_hash, timestamp, timestamp_ns, verify_records
 
 DECISIONS = [
     ("route", {"route": "agent", "reason": "needs a tool", "models": ["m"], "prompt_version": "ask@3"}),
@@ -272,3 +272,5 @@ def test_record_timestamps_are_what_strftime_writes(when):
     assert timestamp(when) == when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     aware = when.replace(tzinfo=UTC)
     assert timestamp(aware) == when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    ns = int(aware.timestamp()) * 1_000_000_000 + aware.microsecond * 1000 + 999  # below a microsecond: dropped
+    assert timestamp_ns(ns) == timestamp(aware)

@@ -18,6 +18,7 @@ import threading
 import weakref
 from collections import deque
 from collections.abc import Callable
+from operator import itemgetter
 from typing import Any, Protocol
 
 import sqlalchemy as sa
@@ -93,7 +94,8 @@ def insert_statement(
     columns = list(rows[0])
     mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
     sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
-    return sql, [tuple(row[c] for c in columns) for row in rows]
+    values = itemgetter(*columns)
+    return sql, [values(row) for row in rows] if len(columns) > 1 else [(row[columns[0]],) for row in rows]
 
 
 def _run() -> None:

@@ -40,6 +40,7 @@ import hashlib
 import json
 import os
 import threading
+import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass
@@ -89,6 +90,14 @@ def timestamp(when: datetime) -> str:
     w = when.astimezone(UTC) if when.tzinfo is not None and when.utcoffset() else when
     return (f"{w.year:04d}-{w.month:02d}-{w.day:02d}T{w.hour:02d}:{w.minute:02d}:{w.second:02d}"
             f".{w.microsecond:06d}Z")
+
+
+def timestamp_ns(ns: int) -> str:
+    """:func:`timestamp` of a ``time.time_ns()`` reading (what the ledger takes on the request path)."""
+    seconds, rest = divmod(ns, 1_000_000_000)
+    t = time.gmtime(seconds)
+    return (f"{t.tm_year:04d}-{t.tm_mon:02d}-{t.tm_mday:02d}T{t.tm_hour:02d}:{t.tm_min:02d}:{t.tm_sec:02d}"
+            f".{rest // 1000:06d}Z")
 
 
 def canonical(value: Any) -> str:
@@ -175,16 +184,25 @@ class _Pending:
     """A record taken but not yet chained: its time, event and data as JSON text (a snapshot).
 
     The writer decodes the text, applies ``store_text: false``, chains it and fills in ``record``.
+    The time is taken as a ``time_ns()`` reading (or the ledger clock's datetime) and written
+    out as text by the writer, off the request path.
     """
 
-    __slots__ = ("event", "prepare", "record", "text", "ts")
+    __slots__ = ("event", "prepare", "record", "text", "when")
 
-    def __init__(self, ts: str, event: str, text: str, prepare: Callable[[Any], Any]) -> None:
-        self.ts = ts
+    def __init__(self, when: int | datetime, event: str, text: str, prepare: Callable[[Any], Any]) -> None:
+        self.when: int | datetime | str = when
         self.event = event
         self.text = text
         self.prepare = prepare
         self.record: AuditRecord | None = None
+
+    @property
+    def ts(self) -> str:
+        when = self.when
+        if not isinstance(when, str):
+            when = self.when = timestamp_ns(when) if isinstance(when, int) else timestamp(when)
+        return when
 
 
 class _Appender:
@@ -287,12 +305,14 @@ class AuditLedger:
         engine: Engine,
         settings: AuditSettings | None = None,
         *,
-        clock: Callable[[], datetime] = lambda: datetime.now(UTC),
+        clock: Callable[[], datetime] | None = None,
         context: dict[str, Any] | None = None,
     ) -> None:
         self.engine = engine
         self.settings = settings or AuditSettings()
-        self.clock = clock
+        #: None: the system clock, read as time_ns() per record (cheaper than a datetime)
+        self._clock = clock
+        self.clock: Callable[[], datetime] = clock or (lambda: datetime.now(UTC))
         #: added to every record unless the caller sets the key (App: {"config_hash": ...})
         self.context = dict(context or {})
         self._text_keys = frozenset(self.settings.text_keys)
@@ -329,7 +349,7 @@ class AuditLedger:
             text = _SNAPSHOT.encode({**self.context, **data})
         except ValueError as exc:
             raise InputError(f"audit data cannot be stored as JSON: {exc}", hint="replace NaN/inf values") from None
-        return _Pending(timestamp(self.clock()), event, text, self._prepare)
+        return _Pending(time.time_ns() if self._clock is None else self._clock(), event, text, self._prepare)
 
     def _prepare(self, plain: Any) -> Any:
         """The stored form of the decoded data: as is, or with text fields replaced by their sha256."""

@@ -89,12 +89,14 @@ def span_row(span: ReadableSpan) -> dict[str, Any]:
         "attributes": dumps(_attributes(span)),
         "events": dumps(
             [{"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})} for e in span.events]
-        ),
+        ) if span.events else "[]",
     }
 
 
-def _attributes(span: ReadableSpan) -> dict[str, Any]:
-    attrs = dict(span.attributes or {})
+def _attributes(span: ReadableSpan) -> Any:
+    attrs = span.attributes or {}  # a finished span's attributes no longer change: no copy needed
+    if not isinstance(attrs, dict):  # an SDK span's BoundedAttributes
+        attrs = dict(attrs)
     return attrs if capture_content() else {k: v for k, v in attrs.items() if not is_content(k)}
 
 
