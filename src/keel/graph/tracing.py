@@ -7,7 +7,6 @@ answer's trace id is a random one, so it still names the request.
 
 from __future__ import annotations
 
-import json
 import secrets
 from contextlib import AbstractContextManager
 from typing import Any
@@ -15,6 +14,8 @@ from typing import Any
 from openinference.semconv.trace import OpenInferenceSpanKindValues, SpanAttributes
 from opentelemetry import trace
 from opentelemetry.trace import Span, Status, StatusCode, Tracer
+
+from ..telemetry._json import dumps
 
 __all__ = ["KIND", "span", "trace_id_of"]
 
@@ -27,7 +28,7 @@ def _value(v: Any) -> Any:
         return v
     if isinstance(v, list | tuple) and all(isinstance(x, str) for x in v):
         return list(v)
-    return json.dumps(v, default=str, ensure_ascii=False)[:4000]
+    return dumps(v)[:4000]
 
 
 def span(tracer: Tracer, name: str, kind: OpenInferenceSpanKindValues,

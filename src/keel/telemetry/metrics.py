@@ -50,6 +50,7 @@ class Metrics:
         )
         self.alerts_fired = Counter("keel_alerts_fired", "Alert notifications sent", ["rule"], registry=r)
         self._per_model: dict[str, tuple[Any, ...]] = {}
+        self._children_cache: dict[tuple[Any, ...], Any] = {}
 
     def observe_call(self, record: CallRecord) -> None:
         """Gateway observer: one attempt's outcome, latency, tokens and cost."""
@@ -83,14 +84,22 @@ class Metrics:
         return found
 
     def observe_request(self, route: str, status: str, latency_s: float) -> None:
-        self.requests.labels(route, status).inc()
-        self.request_latency.labels(route).observe(latency_s)
+        self._child(self.requests, route, status).inc()
+        self._child(self.request_latency, route).observe(latency_s)
 
     def observe_route(self, route: str) -> None:
-        self.routes.labels(route).inc()
+        self._child(self.routes, route).inc()
 
     def observe_guardrail(self, verdict: str) -> None:
-        self.guardrail.labels(verdict).inc()
+        self._child(self.guardrail, verdict).inc()
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: every request reports a handful of these."""
+        key = (id(metric), *labels)
+        child = self._children_cache.get(key)
+        if child is None:
+            child = self._children_cache[key] = metric.labels(*labels)
+        return child
 
     def observe_budget_rejection(self, scope: str) -> None:
         self.budget_rejections.labels(scope).inc()
