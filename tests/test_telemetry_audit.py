@@ -272,5 +272,6 @@ def test_record_timestamps_are_what_strftime_writes(when):
     assert timestamp(when) == when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     aware = when.replace(tzinfo=UTC)
     assert timestamp(aware) == when.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
-    ns = int(aware.timestamp()) * 1_000_000_000 + aware.microsecond * 1000 + 999  # below a microsecond: dropped
+    micros = (aware - datetime(1970, 1, 1, tzinfo=UTC)) // timedelta(microseconds=1)  # exact, unlike timestamp()
+    ns = micros * 1000 + 999  # below a microsecond: dropped
     assert timestamp_ns(ns) == timestamp(aware)
