@@ -31,8 +31,14 @@ translated where they enter keel and never travel further.
     │   ├── StoreLocked            another process holds the embedded store   exit 6
     │   ├── GuardrailBlocked       an input or output guard stopped the run   exit 7
     │   ├── LimitExceeded          steps, tokens, cost or wall time ran out   exit 8
-    │   └── RequestTimeout         the server stopped waiting for the answer  exit 1 (HTTP 504)
+    │   ├── RequestTimeout         the server stopped waiting for the answer  exit 1 (HTTP 504)
+    │   ├── StateUnavailable       the database of paused runs is unreachable exit 1 (HTTP 503)
+    │   ├── BrokerUnavailable      the Celery broker cannot be reached        exit 1 (HTTP 503)
+    │   └── WorkerLost             a job's worker died before it finished     (recorded on the job)
     └── ApprovalRequired           control flow: a person must approve        exit 10
+
+Exit code 9 is not an error class: ``keel eval`` exits 9 when its regression
+gate fails (see ``keel.evals.gate``).
 """
 
 from __future__ import annotations
@@ -43,6 +49,7 @@ __all__ = [
     "AllModelsFailed",
     "ApprovalRequired",
     "BadModelResponse",
+    "BrokerUnavailable",
     "BudgetExceeded",
     "CircuitOpen",
     "ConfigError",
@@ -64,10 +71,12 @@ __all__ = [
     "RetrievalError",
     "RunError",
     "SchemaError",
+    "StateUnavailable",
     "StoreLocked",
     "Unauthorized",
     "UserError",
     "ValidationFailed",
+    "WorkerLost",
 ]
 
 
@@ -334,3 +343,52 @@ class ApprovalRequired(KeelError):
         )
         self.approval_id = approval_id
         self.tool = tool
+
+
+class StateUnavailable(RunError):
+    """The database that holds paused runs and approvals (``state.database_url``) cannot be reached."""
+
+    http_status = 503
+    code = "state_unavailable"
+
+
+class BrokerUnavailable(RunError):
+    """The Celery broker (Redis, RabbitMQ) behind ``jobs.broker_url`` cannot be reached."""
+
+    http_status = 503
+    code = "broker_unavailable"
+
+    def __init__(self, url: str, detail: str) -> None:
+        scheme = url.split(":", 1)[0]
+        start = {"amqp": "start RabbitMQ", "pyamqp": "start RabbitMQ"}.get(scheme, "start Redis (redis-server)")
+        super().__init__(
+            f"the job broker at {redact_url(url)} cannot be reached: {detail}",
+            hint=f"{start}, fix jobs.broker_url, or set jobs.backend: embedded in keel.yaml "
+                 "(no broker needed)",
+        )
+        self.url = url
+
+
+class WorkerLost(RunError):
+    """The worker running a job stopped heartbeating; recorded as the job's error."""
+
+    code = "worker_lost"
+
+    def __init__(self, attempts: int, final: bool) -> None:
+        then = (f"after {attempts} attempt{'s' if attempts != 1 else ''} the job is failed"
+                if final else "the job was queued again")
+        super().__init__(
+            f"the worker running this job stopped heartbeating (killed, crashed or cut off); {then}",
+            hint="check the worker's log; a job that kills its worker every time needs a smaller input"
+                 if final else None,
+        )
+
+
+def redact_url(url: str) -> str:
+    """A connection URL without its password, for messages."""
+    head, sep, tail = url.rpartition("@")
+    if not sep or "://" not in head:
+        return url
+    scheme, _, creds = head.partition("://")
+    user = creds.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{tail}" if ":" in creds else url

@@ -28,7 +28,7 @@ from typing import Any, Literal
 
 import sqlalchemy as sa
 
-from ..errors import ConfigError, InputError, MissingDependency, RunError
+from ..errors import ConfigError, InputError, MissingDependency, StateUnavailable
 from .registry import args_hash
 
 __all__ = ["Approval", "ApprovalInvalid", "ApprovalNotFound", "ApprovalStore", "StateUnavailable", "redacted"]
@@ -56,13 +56,6 @@ _table = sa.Table(
 
 #: pg_advisory_xact_lock key that serialises creating the table when replicas start together
 _SETUP_LOCK = 0x6B65656C_61707072  # "keelappr"
-
-
-class StateUnavailable(RunError):
-    """The database that holds paused runs and approvals (``state.database_url``) cannot be reached (HTTP 503)."""
-
-    http_status = 503
-    code = "state_unavailable"
 
 
 class ApprovalInvalid(InputError):
