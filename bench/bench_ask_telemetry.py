@@ -29,9 +29,9 @@ import time
 from pathlib import Path
 
 from keel import App
-from keel.telemetry import _writer
 from keel.graph import FakeRetriever, build_runtime, by_purpose
 from keel.models.fake import FunctionProvider
+from keel.telemetry import _writer
 
 ANSWER = "The with statement wraps the execution of a block with methods defined by a context manager [1]."
 PASSAGES = [
