@@ -103,3 +103,22 @@ def test_a_user_budget_stops_ask_with_a_typed_reason():
     assert answer.status == "stopped"
     assert answer.error["error"] == "budget_exceeded" and "user:u1 per day" in answer.error["message"]
     assert 'keel_budget_rejections_total{scope="user"} 1.0' in app.telemetry.metrics.render().decode()
+
+
+def test_a_tenant_is_budgeted_costed_and_audited_apart_from_other_tenants():
+    app = _app(budgets={"tenant_usd": 0.005}, gateway={"cache": {"enabled": False}})
+    first = app.ask("What is Python?", user="ann", tenant="acme")
+    assert first.status == "answered", first.to_dict()
+    spent = app.telemetry.costs.total(tenant_id="acme")
+    assert spent > 0 and app.telemetry.costs.total(tenant_id="globex") == 0
+
+    # acme keeps asking until its budget refuses; globex is untouched by acme's spend
+    answers = [app.ask("What is Python?", user="ann", tenant="acme") for _ in range(int(0.005 / spent) + 2)]
+    assert answers[-1].status == "stopped" and "tenant:acme" in answers[-1].error["message"]
+    assert app.ask("What is Python?", user="bob", tenant="globex").status == "answered"
+
+    app.telemetry.flush()
+    asked = [r.data for r in app.telemetry.audit.records() if r.event == "input_guard"]
+    assert {(d["user_id"], d["tenant_id"]) for d in asked} == {("ann", "acme"), ("bob", "globex")}
+    by_tenant = {row["key"]: row for row in app.telemetry.costs.summary("tenant")}
+    assert set(by_tenant) == {"acme", "globex"}

@@ -92,9 +92,10 @@ class App:
     # -- the request graph -------------------------------------------------------------
 
     def ask(self, question: str, *, kb: str | None = None, session: str | None = None, user: str | None = None,
-            schema: dict[str, Any] | None = None) -> Answer:
-        """Answer through the graph; the Answer's status says answered, pending_approval or stopped."""
-        answer = self.runtime.ask(question, kb=kb, session=session, user=user, schema=schema)
+            schema: dict[str, Any] | None = None, tenant: str | None = None) -> Answer:
+        """Answer through the graph; the Answer's status says answered, pending_approval or stopped.
+        ``user`` and ``tenant`` scope budgets and costs (``budgets:``) and are named in the audit ledger."""
+        answer = self.runtime.ask(question, kb=kb, session=session, user=user, schema=schema, tenant=tenant)
         return self.telemetry.observe_answer(answer)  # type: ignore[no-any-return]
 
     def approve(self, approval_id: str, *, by: str) -> Answer:

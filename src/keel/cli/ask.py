@@ -14,6 +14,7 @@ from ._common import ConfigOption, JsonOption, console, make_app, print_json
 KbOption = Annotated[str | None, typer.Option("--kb", help="knowledge base to answer from (default: 'default')")]
 SessionOption = Annotated[str | None, typer.Option("--session", help="continue a conversation by its id")]
 UserOption = Annotated[str | None, typer.Option("--user", help="who is asking (budgets, approvals, audit)")]
+TenantOption = Annotated[str | None, typer.Option("--tenant", help="the customer or team asking (budgets, audit)")]
 
 
 def show(answer: Answer, as_json: bool) -> None:
@@ -54,11 +55,12 @@ def register(app: typer.Typer) -> None:
         kb: KbOption = None,
         session: SessionOption = None,
         user: UserOption = None,
+        tenant: TenantOption = None,
         config: ConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
         """Answer QUESTION with sources, route, guardrail verdict, cost and trace id."""
-        show(make_app(config).ask(question, kb=kb, session=session, user=user), as_json)
+        show(make_app(config).ask(question, kb=kb, session=session, user=user, tenant=tenant), as_json)
 
     @app.command()
     def chat(

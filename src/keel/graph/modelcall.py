@@ -32,6 +32,7 @@ def call_model(
         "request_id": state.get("request_id", ""),
         "session_id": state.get("session_id", ""),
         "user_id": state.get("user_id", ""),
+        "tenant_id": state.get("tenant_id", ""),
         "purpose": purpose,
         "route": state.get("route", ""),
         "prompt": prompt.name,

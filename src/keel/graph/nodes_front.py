@@ -27,6 +27,10 @@ def input_guard(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
         "input_guard",
         {
             "request_id": state["request_id"],
+            # who asked: the first record of every request names them
+            "user_id": state.get("user_id", ""),
+            "session_id": state.get("session_id", ""),
+            "tenant_id": state.get("tenant_id", ""),
             "blocked": verdict.blocked,
             "reason": verdict.reason,
             "flags": verdict.flags,

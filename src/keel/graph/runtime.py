@@ -58,8 +58,11 @@ class GraphRuntime:
         session: str | None = None,
         user: str | None = None,
         schema: dict[str, Any] | None = None,
+        tenant: str | None = None,
     ) -> Answer:
-        """Answer one question; a session id keeps the conversation in the checkpointer."""
+        """Answer one question; a session id keeps the conversation in the checkpointer.
+
+        ``user`` and ``tenant`` scope budgets and costs and are recorded in the audit ledger."""
         question = validate_question(question, self.deps.settings.guardrails)
         request_id = "req_" + uuid.uuid4().hex[:16]
         thread_id = session or request_id
@@ -76,6 +79,7 @@ class GraphRuntime:
             kb_named=kb is not None,
             session_id=session or "",
             user_id=user or "",
+            tenant_id=tenant or "",
             clock_start=time.time(),
             schema=schema,
         )
@@ -88,6 +92,7 @@ class GraphRuntime:
                 SA.SESSION_ID: session,
                 SA.USER_ID: user,
                 "keel.request_id": request_id,
+                "keel.tenant_id": tenant,
             },
         ) as root:
             return self._run(root, inputs, thread_id)

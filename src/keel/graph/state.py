@@ -24,6 +24,7 @@ class GraphState(TypedDict, total=False):
     kb_named: bool
     session_id: str
     user_id: str
+    tenant_id: str
     schema: dict[str, Any] | None
     history: Annotated[list[dict[str, str]], operator.add]
     # input guard and router
