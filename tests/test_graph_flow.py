@@ -154,6 +154,7 @@ def test_kb_question_takes_the_fast_path_with_sources_and_passes(home: Path) -> 
         "request_id": IsStr(regex="req_.*"),
         "session_id": "s1",
         "user_id": "ann",
+        "tenant_id": "",
         "purpose": "answer",
         "route": "fast",
         "prompt": "answer_sources",
