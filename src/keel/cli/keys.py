@@ -24,20 +24,25 @@ def register(app: typer.Typer) -> None:
         act_as_any: Annotated[bool, typer.Option(
             "--act-as-any", help="requests may name another user (`user` in the body): for a backend "
             "that calls keel on behalf of its own users")] = False,
+        tenant: Annotated[str | None, typer.Option(
+            "--tenant", help="the customer or team the key's requests are budgeted and costed as "
+            "(budgets with scope tenant, keel costs --by tenant)")] = None,
         config: ConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
         """Create a key for NAME and print it once (only its salted hash is stored).
 
-        Requests with the key run as NAME; with --act-as-any they may name another user.
+        Requests with the key run as NAME (and as TENANT with --tenant); with --act-as-any they
+        may name another user and tenant.
         """
-        record, key = _store(config).create(name, act_as_any=act_as_any)
+        record, key = _store(config).create(name, act_as_any=act_as_any, tenant=tenant)
         if as_json:
             print_json({**record.to_dict(), "key": key})
             return
         typer.echo(key)
         acts = " It may act as any user." if record.act_as_any else ""
-        err_console.print(f"key {record.id} for {record.name!r}: copy it now, it is not shown again. "
+        of = f" (tenant {record.tenant!r})" if record.tenant is not None else ""
+        err_console.print(f"key {record.id} for {record.name!r}{of}: copy it now, it is not shown again. "
                           f"Send it as `Authorization: Bearer <key>`.{acts}", markup=False, highlight=False)
 
     @keys.command("list")
@@ -46,7 +51,7 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """The keys: id, name, whether it may act as any user, created, revoked (never the key itself)."""
+        """The keys: id, name, whether it may act as any user, tenant, created, revoked (never the key itself)."""
         rows = _store(config).list(include_revoked=show_all)
         if as_json:
             print_json([r.to_dict() for r in rows])
@@ -56,11 +61,11 @@ def register(app: typer.Typer) -> None:
             return
         from rich.table import Table
 
-        table = Table("id", "name", "acts as", "created", "revoked")
+        table = Table("id", "name", "acts as", "tenant", "created", "revoked")
         for r in rows:
             d = r.to_dict()
-            table.add_row(d["id"], d["name"], "any user" if r.act_as_any else "itself", d["created_at"],
-                          d["revoked_at"] or "-")
+            table.add_row(d["id"], d["name"], "any user" if r.act_as_any else "itself", r.tenant or "-",
+                          d["created_at"], d["revoked_at"] or "-")
         console.print(table)
 
     @keys.command("revoke")

@@ -1,8 +1,8 @@
 """The kinds of job: what each takes (checked at submit time) and how a worker runs it.
 
-    ask      {question, kb?, session?, user?}   -> the Answer JSON
-    ingest   {paths, kb?}                       -> the IngestReport
-    extract  {text, schema, role?}              -> the ExtractResult
+    ask      {question, kb?, session?, user?, tenant?}   -> the Answer JSON
+    ingest   {paths, kb?}                                -> the IngestReport
+    extract  {text, schema, role?}                       -> the ExtractResult
 
 A run returns ``(result, error)``: an ``ask`` that a limit or budget stopped keeps its
 partial Answer as the result *and* fails with the error that stopped it.
@@ -37,6 +37,7 @@ class AskPayload(_Payload):
     kb: str | None = None
     session: str | None = None
     user: str | None = None
+    tenant: str | None = None
 
 
 class IngestPayload(_Payload):
@@ -70,7 +71,7 @@ class Kind:
 
 def _run_ask(app: App, payload: dict[str, Any]) -> Outcome:
     answer = app.ask(payload["question"], kb=payload.get("kb"), session=payload.get("session"),
-                     user=payload.get("user"))
+                     user=payload.get("user"), tenant=payload.get("tenant"))
     error = answer.exception
     # waiting for a person is the answer, not a failure: the approval id is in the result
     return answer.to_dict(), None if isinstance(error, ApprovalRequired) else error

@@ -7,7 +7,9 @@ loopback (``keel serve`` refuses to start that way with no key at all).
 Who a request runs as (budgets, costs, traces, approvals requested) is the
 key's name. A body may name another ``user`` only when no key identifies the
 caller (auth off, or open on loopback) or when the key was created with
-``act_as_any``; otherwise it is 403. The same dependency counts the request
+``act_as_any``; otherwise it is 403. The tenant (budgets and costs per customer)
+is the key's tenant, by the same rule: a body may name another ``tenant`` only
+without a key or with an ``act_as_any`` key. The same dependency counts the request
 against ``server.rate_limit`` (per key id, or per client address without one).
 """
 
@@ -44,8 +46,10 @@ class Caller:
 
     name: str | None = None
     key_id: str | None = None
-    #: the key may name another user in a request body
+    #: the key may name another user (and tenant) in a request body
     act_as_any: bool = False
+    #: the key's tenant: budgets and costs of its requests are the tenant's
+    tenant: str | None = None
 
     @property
     def approver(self) -> str:
@@ -60,6 +64,19 @@ class Caller:
         raise Forbidden(
             f"the API key of {self.name!r} may not act as user {requested!r}",
             hint="leave `user` out (requests run as the key's name), or use a key made with "
+            "`keel keys create NAME --act-as-any`",
+        )
+
+    def tenant_for(self, requested: str | None) -> str | None:
+        """The tenant a request runs as: the key's tenant, or ``requested`` when this caller may name one."""
+        if requested is None or requested == self.tenant:
+            return self.tenant
+        if self.name is None or self.act_as_any:
+            return requested
+        whose = f"tenant {self.tenant!r}" if self.tenant is not None else "no tenant"
+        raise Forbidden(
+            f"the API key of {self.name!r} ({whose}) may not act for tenant {requested!r}",
+            hint="leave `tenant` out (requests run as the key's tenant), or use a key made with "
             "`keel keys create NAME --act-as-any`",
         )
 
@@ -96,7 +113,7 @@ class AuthPolicy:
             return Caller()
         if token:
             key = self.keys.verify(token)
-            return Caller(key.name, key.id, key.act_as_any)
+            return Caller(key.name, key.id, key.act_as_any, key.tenant)
         if self.required():
             raise Unauthorized("this endpoint needs an API key",
                                hint="send `Authorization: Bearer <key>`; make one with keel keys create NAME")

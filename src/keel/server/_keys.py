@@ -9,10 +9,15 @@ A key created with ``act_as_any`` (``keel keys create NAME --act-as-any``) may
 name another user in a request body (a backend spending on behalf of its own
 users); any other key is always its own name.
 
+A key created with a tenant (``keel keys create NAME --tenant ACME``) runs its
+requests as that tenant: budgets with scope ``tenant`` and cost reports by tenant
+see them as the customer's spend. Only an ``act_as_any`` key may name another
+tenant in a request body.
+
 The table lives in ``telemetry.database_url`` when that is set (PostgreSQL in
 scale mode, so every API replica sees the same keys), else in SQLite at
 ``<home>/keys.sqlite3``. A table made before ``act_as_any`` existed gets the
-column added when it is opened.
+column added when it is opened, and one from before tenants gets ``tenant`` (null).
 """
 
 from __future__ import annotations
@@ -38,6 +43,7 @@ __all__ = ["ApiKey", "KeyStore", "keys_url"]
 _PREFIX = "keel_"
 _KEY = re.compile(r"^keel_([0-9a-f]{12})_([A-Za-z0-9_-]{20,100})$")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@-]{0,63}$")
+_TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.@:-]{0,127}$")
 
 _metadata = sa.MetaData()
 _table = sa.Table(
@@ -50,7 +56,11 @@ _table = sa.Table(
     sa.Column("created_at", sa.Float, nullable=False),
     sa.Column("revoked_at", sa.Float),
     sa.Column("act_as_any", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("tenant", sa.String(128)),
 )
+
+#: columns added after the first release: name -> the DDL type added to an older table
+_ADDED = {"act_as_any": "BOOLEAN NOT NULL DEFAULT FALSE", "tenant": "VARCHAR(128)"}
 
 
 @dataclass(frozen=True)
@@ -63,6 +73,8 @@ class ApiKey:
     revoked_at: float | None = None
     #: may name another user (``user`` in a request body) for budgets, costs and audit
     act_as_any: bool = False
+    #: the customer or team its requests are budgeted and costed as (None: no tenant)
+    tenant: str | None = None
 
     @property
     def active(self) -> bool:
@@ -76,6 +88,7 @@ class ApiKey:
             "revoked_at": _iso(self.revoked_at) if self.revoked_at else None,
             "active": self.active,
             "act_as_any": self.act_as_any,
+            "tenant": self.tenant,
         }
 
 
@@ -119,18 +132,27 @@ def _engine(url: str) -> Engine:
         return engine
 
 
+def _columns(engine: Engine) -> set[str]:
+    return {c["name"] for c in sa.inspect(engine).get_columns(_table.name)}
+
+
 def _add_missing_columns(engine: Engine) -> None:
-    """A key table from before ``act_as_any``: add the column (every old key acts only as itself)."""
-    columns = {c["name"] for c in sa.inspect(engine).get_columns(_table.name)}
-    if "act_as_any" in columns:
-        return
+    """A key table from before ``act_as_any`` or ``tenant``: add what is missing (every old key acts
+    only as itself, with no tenant)."""
+    missing = [name for name in _ADDED if name not in _columns(engine)]
     exists = " IF NOT EXISTS" if engine.dialect.name == "postgresql" else ""  # replicas may race here
-    with engine.begin() as conn:
-        conn.execute(sa.text(f"ALTER TABLE {_table.name} ADD COLUMN{exists} act_as_any BOOLEAN NOT NULL DEFAULT FALSE"))
+    for name in missing:
+        try:
+            with engine.begin() as conn:
+                conn.execute(sa.text(f"ALTER TABLE {_table.name} ADD COLUMN{exists} {name} {_ADDED[name]}"))
+        except sa.exc.OperationalError:
+            if name not in _columns(engine):  # another process on the same SQLite file added it first: fine
+                raise
 
 
 def _record(row: Any) -> ApiKey:
-    return ApiKey(row["id"], row["name"], row["created_at"], row["revoked_at"], bool(row["act_as_any"]))
+    return ApiKey(row["id"], row["name"], row["created_at"], row["revoked_at"], bool(row["act_as_any"]),
+                  row["tenant"])
 
 
 class KeyStore:
@@ -143,14 +165,20 @@ class KeyStore:
     def for_settings(cls, settings: Settings) -> KeyStore:
         return cls(keys_url(settings))
 
-    def create(self, name: str, *, act_as_any: bool = False) -> tuple[ApiKey, str]:
+    def create(self, name: str, *, act_as_any: bool = False, tenant: str | None = None) -> tuple[ApiKey, str]:
         """A new key for ``name``; returns its record and the plaintext key (shown once, never stored).
 
-        ``act_as_any``: requests with this key may name another user in their body."""
+        ``act_as_any``: requests with this key may name another user (and tenant) in their body.
+        ``tenant``: requests with this key run as that tenant (budgets, costs, audit)."""
         if not _NAME.match(name):
             raise InputError(
                 f"key name {name!r} must be 1-64 letters, digits, or . _ @ - (starting with a letter or digit)",
                 hint="name the key after who uses it, e.g. keel keys create ann or keel keys create ci-bot",
+            )
+        if tenant is not None and not _TENANT.match(tenant):
+            raise InputError(
+                f"tenant {tenant!r} must be 1-128 letters, digits, or . _ @ : - (starting with a letter or digit)",
+                hint="name the tenant after the customer, e.g. keel keys create acme-app --tenant acme",
             )
         if any(k.name == name and k.active for k in self.list()):
             raise InputError(
@@ -159,10 +187,11 @@ class KeyStore:
             )
         key_id, secret, salt = secrets.token_hex(6), secrets.token_urlsafe(32), secrets.token_hex(16)
         row = {"id": key_id, "name": name, "salt": salt, "key_hash": _digest(salt, secret), "created_at": _now(),
-               "act_as_any": act_as_any}
+               "act_as_any": act_as_any, "tenant": tenant}
         with self.engine.begin() as conn:
             conn.execute(_table.insert().values(**row))
-        return ApiKey(key_id, name, row["created_at"], act_as_any=act_as_any), f"{_PREFIX}{key_id}_{secret}"
+        record = ApiKey(key_id, name, row["created_at"], act_as_any=act_as_any, tenant=tenant)
+        return record, f"{_PREFIX}{key_id}_{secret}"
 
     def verify(self, key: str) -> ApiKey:
         """The active key whose plaintext is ``key``; raises Unauthorized otherwise."""
@@ -205,4 +234,4 @@ class KeyStore:
                 .where(_table.c.id.in_([k.id for k in targets]), _table.c.revoked_at.is_(None))
                 .values(revoked_at=when)
             )
-        return [ApiKey(k.id, k.name, k.created_at, when, k.act_as_any) for k in targets]
+        return [ApiKey(k.id, k.name, k.created_at, when, k.act_as_any, k.tenant) for k in targets]

@@ -105,6 +105,7 @@ def _ask_kwargs(body: ChatCompletionRequest, who: Caller, session: str | None, k
         "kb": kb or meta.get("kb") or None,
         "session": session or meta.get("session") or None,
         "user": who.user_for(body.user),
+        "tenant": who.tenant_for(meta.get("tenant") or None),
     }
 
 

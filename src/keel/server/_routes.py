@@ -74,11 +74,11 @@ _ANSWER_RESPONSES: dict[int | str, dict[str, Any]] = {
 async def ask(body: AskRequest, request: Request, who: CallerDep) -> JSONResponse:
     """Answer a question through keel's graph: the Answer JSON with sources, route, cost and trace id.
 
-    It runs as the API key's name; ``user`` may name someone else only with a key made
-    ``--act-as-any`` (else 403). 504 after ``server.request_timeout_s``."""
-    app, user = keel_app(request), who.user_for(body.user)
+    It runs as the API key's name and tenant; ``user`` and ``tenant`` may name others only with a
+    key made ``--act-as-any`` (else 403). 504 after ``server.request_timeout_s``."""
+    app, user, tenant = keel_app(request), who.user_for(body.user), who.tenant_for(body.tenant)
     answer = await run_with_timeout(
-        request, lambda: app.ask(body.question, kb=body.kb, session=body.session, user=user))
+        request, lambda: app.ask(body.question, kb=body.kb, session=body.session, user=user, tenant=tenant))
     return answer_response(answer)
 
 
@@ -200,7 +200,13 @@ def submit_job(body: JobRequest, request: Request, who: CallerDep) -> JSONRespon
     app = keel_app(request)
     payload = _inside_workspace(app, body.payload) if body.kind == "ingest" else dict(body.payload)
     named = payload.get("user") if body.kind == "ask" and isinstance(payload.get("user"), str) else None
-    job = app.jobs.submit(body.kind, payload, user=who.user_for(named))
+    user = who.user_for(named)
+    if body.kind == "ask":
+        asked = payload.get("tenant") if isinstance(payload.get("tenant"), str) else None
+        tenant = who.tenant_for(asked)
+        if tenant is not None:
+            payload["tenant"] = tenant  # the key's tenant, or the one a caller that may name one named
+    job = app.jobs.submit(body.kind, payload, user=user)
     data = job.to_dict()
     return JSONResponse(data, status_code=202, headers={"Location": f"/v1/jobs/{data['id']}"})
 

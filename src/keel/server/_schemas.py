@@ -50,6 +50,10 @@ class AskRequest(_Body):
     user: str | None = Field(
         None, min_length=1, max_length=200, description="who is asking (budgets, audit); default: the API key's name"
     )
+    tenant: str | None = Field(
+        None, min_length=1, max_length=128,
+        description="the customer asking (budgets, costs, audit); default: the API key's tenant",
+    )
 
 
 class RejectRequest(_Body):
@@ -98,7 +102,7 @@ class ChatCompletionRequest(BaseModel):
     max_completion_tokens: int | None = Field(None, ge=1)
     n: int | None = Field(None, ge=1, le=1, description="keel returns one choice")
     user: str | None = Field(None, min_length=1, max_length=200, description="who is asking (budgets, audit)")
-    metadata: dict[str, str] | None = Field(None, description="session and kb are read from here")
+    metadata: dict[str, str] | None = Field(None, description="session, kb and tenant are read from here")
 
 
 # -- responses (documentation) ---------------------------------------------------------------
