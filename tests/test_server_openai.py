@@ -206,8 +206,8 @@ def test_session_from_the_header_or_metadata_and_the_last_user_message(workspace
         client.post("/v1/chat/completions", json={"model": "keel", "messages": messages, "user": "zoe",
                                                   "metadata": {"session": "s-meta", "kb": "default"}})
     assert seen == [
-        {"question": "What is Python?", "kb": None, "session": "s-header", "user": None},
-        {"question": "What is Python?", "kb": "default", "session": "s-meta", "user": "zoe"},
+        {"question": "What is Python?", "kb": None, "session": "s-header", "user": None, "tenant": None},
+        {"question": "What is Python?", "kb": "default", "session": "s-meta", "user": "zoe", "tenant": None},
     ]
 
 
