@@ -63,3 +63,19 @@ def pg_url():  # type: ignore[no-untyped-def]
         with admin.begin() as conn:
             conn.execute(sa.text(f"DROP SCHEMA {schema} CASCADE"))
         admin.dispose()
+
+
+@pytest.fixture
+def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """The workspace folder of the server tests' scripted App (tests that need none define their own)."""
+    from .test_server_api import make_workspace
+
+    return make_workspace(tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def keys(keel_home: Path):  # type: ignore[no-untyped-def]
+    """An API key store in this test's data directory."""
+    from keel.server import KeyStore
+
+    return KeyStore(f"sqlite:///{keel_home / 'keys.sqlite3'}")

@@ -60,11 +60,6 @@ def make_workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 
 @pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_workspace(tmp_path, monkeypatch)
-
-
-@pytest.fixture
 def keel_app(workspace: Path) -> ScriptedApp:
     return scripted_app()
 

@@ -14,21 +14,8 @@ from keel.cli import app as cli
 from keel.errors import ConfigError, InputError, NotFound, Unauthorized
 from keel.server import KeyStore, create_app, serve
 
-from .test_server_api import make_workspace, scripted_app
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_workspace(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def keys(keel_home: Path) -> KeyStore:
-    return KeyStore(f"sqlite:///{keel_home / 'keys.sqlite3'}")
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+from .server_fixtures import auth as _auth
+from .test_server_api import scripted_app
 
 
 def test_a_key_is_shown_once_and_stored_only_as_a_salted_hash(keys: KeyStore, keel_home: Path) -> None:

@@ -14,21 +14,8 @@ from typer.testing import CliRunner
 from keel.cli import app as cli
 from keel.server import KeyStore, create_app
 
-from .test_server_api import make_workspace, scripted_app
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_workspace(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def keys(keel_home: Path) -> KeyStore:
-    return KeyStore(f"sqlite:///{keel_home / 'keys.sqlite3'}")
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
+from .server_fixtures import auth as _auth
+from .test_server_api import scripted_app
 
 
 def _user_of(client: TestClient, trace_id: str, key: str) -> str:

@@ -6,17 +6,11 @@ import time
 from pathlib import Path
 from typing import Any
 
-import pytest
 from fastapi.testclient import TestClient
 
 from keel.server import KeyStore, create_app
 
-from .test_server_api import REPLY, make_workspace, scripted_app
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_workspace(tmp_path, monkeypatch)
+from .test_server_api import REPLY, scripted_app
 
 
 def _wait(client: TestClient, location: str, timeout: float = 60.0) -> dict[str, Any]:

@@ -18,7 +18,7 @@ from fastapi.testclient import TestClient
 from keel.server import KeyStore, create_app
 from keel.server._openai import pieces
 
-from .test_server_api import REPLY, make_workspace, scripted_app
+from .test_server_api import REPLY, scripted_app
 
 SERVED_REPLY = "Hello from keel, the production runtime for language model applications."
 
@@ -36,11 +36,6 @@ gateway:
   cache:
     enabled: false
 """
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_workspace(tmp_path, monkeypatch)
 
 
 def _free_port() -> int:

@@ -22,12 +22,7 @@ from keel.graph import by_purpose
 from keel.models.fake import FunctionProvider
 from keel.server import create_app, serve
 
-from .test_server_api import REPLY, ScriptedApp, make_workspace, scripted_app
-
-
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_workspace(tmp_path, monkeypatch)
+from .test_server_api import REPLY, ScriptedApp, scripted_app
 
 
 def _series(text: str, name: str) -> dict[str, float]:

@@ -14,23 +14,12 @@ from keel.errors import RateLimitExceeded
 from keel.server import KeyStore, create_app
 from keel.server._ratelimit import RateLimiter, RedisWindows, SQLiteWindows
 
-from .test_server_api import make_workspace, scripted_app
+from .server_fixtures import auth as _auth
+from .test_server_api import scripted_app
 
 REDIS_URL = "redis://127.0.0.1:6379/13"  # a database of the tests' own, emptied of keel's keys afterwards
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_workspace(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def keys(keel_home: Path) -> KeyStore:
-    return KeyStore(f"sqlite:///{keel_home / 'keys.sqlite3'}")
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def _limited(**rate_limit: object) -> dict[str, object]:

@@ -15,7 +15,8 @@ from keel.cli import app as cli
 from keel.errors import InputError
 from keel.server import KeyStore, create_app
 
-from .test_server_api import make_workspace, scripted_app
+from .server_fixtures import auth as _auth
+from .test_server_api import scripted_app
 
 ASK = {"question": "What is Python?"}
 CHAT = {"model": "keel", "messages": [{"role": "user", "content": "What is Python?"}]}
@@ -23,18 +24,6 @@ CHAT = {"model": "keel", "messages": [{"role": "user", "content": "What is Pytho
 TENANT_USD = 0.001
 
 
-@pytest.fixture
-def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    return make_workspace(tmp_path, monkeypatch)
-
-
-@pytest.fixture
-def keys(keel_home: Path) -> KeyStore:
-    return KeyStore(f"sqlite:///{keel_home / 'keys.sqlite3'}")
-
-
-def _auth(key: str) -> dict[str, str]:
-    return {"Authorization": f"Bearer {key}"}
 
 
 def _tenants_asked(app: Any) -> list[tuple[str, str]]:

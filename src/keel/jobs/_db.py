@@ -14,13 +14,13 @@ import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
 from ..config import Settings
 from ..errors import ConfigError, MissingDependency
+from ..telemetry._db import sqlite_engine
 
 __all__ = ["VERSION_TABLE", "database_url", "open_engine", "write"]
 
@@ -67,7 +67,7 @@ def _create(url: str) -> Engine:
                                "postgresql+psycopg://user@host/db") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
-        return _sqlite_engine(parsed)
+        return sqlite_engine(parsed)
     if backend == "postgresql":
         try:
             return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
@@ -76,27 +76,6 @@ def _create(url: str) -> Engine:
     raise ConfigError(f"the job table cannot live in {backend!r}", hint="use sqlite or postgresql")
 
 
-def _sqlite_engine(parsed: sa.engine.URL) -> Engine:
-    if parsed.database and parsed.database != ":memory:":
-        Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-    engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
-
-    @sa.event.listens_for(engine, "connect")
-    def _on_connect(dbapi_conn: Any, _record: Any) -> None:
-        dbapi_conn.isolation_level = None  # we issue BEGIN ourselves (see _on_begin)
-        cur = dbapi_conn.cursor()
-        cur.execute("PRAGMA journal_mode=WAL")
-        cur.execute("PRAGMA synchronous=NORMAL")
-        cur.execute("PRAGMA busy_timeout=30000")
-        cur.close()
-
-    @sa.event.listens_for(engine, "begin")
-    def _on_begin(conn: Any) -> None:
-        # a deferred transaction that reads, then writes, fails at once with "database is locked"
-        # when another writer got there first; IMMEDIATE waits for the lock instead
-        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.info.get("write") else "BEGIN")
-
-    return engine
 
 
 def _upgrade(engine: Engine) -> None:

@@ -25,6 +25,7 @@ __all__ = [
     "default_url",
     "local_write_lock",
     "open_engine",
+    "sqlite_engine",
     "upgrade",
     "write_lock",
 ]
@@ -60,7 +61,7 @@ def _create(url: str) -> Engine:
             hint="use sqlite:///path/file.sqlite3 or postgresql+psycopg://user@host/db",
         ) from None
     if parsed.get_backend_name() == "sqlite":
-        return _sqlite_engine(parsed)
+        return sqlite_engine(parsed)
     if parsed.get_backend_name() == "postgresql":
         try:
             return sa.create_engine(parsed, pool_pre_ping=True, pool_size=5, max_overflow=10)
@@ -72,7 +73,8 @@ def _create(url: str) -> Engine:
     )
 
 
-def _sqlite_engine(parsed: sa.engine.URL) -> Engine:
+def sqlite_engine(parsed: sa.engine.URL) -> Engine:
+    """A SQLite engine in WAL mode whose write transactions (``conn.info["write"]``) BEGIN IMMEDIATE."""
     if parsed.database and parsed.database != ":memory:":
         Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
     engine = sa.create_engine(parsed, connect_args={"check_same_thread": False, "timeout": 30})
