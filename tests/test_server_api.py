@@ -70,7 +70,7 @@ def client(keel_app: ScriptedApp) -> TestClient:
         yield c  # type: ignore[misc]
 
 
-def _error(response: Any, status: int, code: str) -> dict[str, Any]:
+def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
     assert response.status_code == status, response.text
     body = response.json()
     assert set(body) >= {"error", "message", "hint"} and body["error"] == code, body
@@ -112,19 +112,19 @@ def test_ask_runs_as_the_body_user_and_records_it_on_the_trace(client: TestClien
     ],
 )
 def test_a_bad_ask_body_is_422_with_the_field_named(client: TestClient, body: dict[str, Any], where: str) -> None:
-    err = _error(client.post("/v1/ask", json=body), 422, "input_error")
+    err = assert_error(client.post("/v1/ask", json=body), 422, "input_error")
     assert where in err["message"]
 
 
 def test_a_body_that_is_not_json_is_422(client: TestClient) -> None:
     r = client.post("/v1/ask", content=b"question=hi", headers={"content-type": "application/x-www-form-urlencoded"})
-    _error(r, 422, "input_error")
+    assert_error(r, 422, "input_error")
 
 
 def test_a_question_the_input_guard_refuses_maps_through_its_error(workspace: Path) -> None:
     app = scripted_app(guardrails={"max_input_chars": 20})
     with TestClient(create_app(app)) as client:
-        err = _error(client.post("/v1/ask", json={"question": "x " * 50}), 422, "input_error")
+        err = assert_error(client.post("/v1/ask", json={"question": "x " * 50}), 422, "input_error")
     assert err["hint"]
 
 
@@ -132,7 +132,7 @@ def test_over_budget_is_429_with_retry_after_until_the_window_resets(workspace: 
     app = scripted_app(budgets={"limits": [{"scope": "user", "usd": 0.000001, "per": "day"}]})
     with TestClient(create_app(app)) as client:
         r = client.post("/v1/ask", json={"question": "What is Python?", "user": "ann"})
-        err = _error(r, 429, "budget_exceeded")
+        err = assert_error(r, 429, "budget_exceeded")
         assert "user" in err["message"] and err["hint"]
     assert 0 < int(r.headers["retry-after"]) <= 86_400  # a daily window resets by the next UTC midnight
 
@@ -141,7 +141,7 @@ def test_an_all_time_budget_has_no_retry_after(workspace: Path) -> None:
     app = scripted_app(budgets={"user_usd": 0.000001})
     with TestClient(create_app(app)) as client:
         r = client.post("/v1/ask", json={"question": "What is Python?", "user": "ann"})
-    _error(r, 429, "budget_exceeded")
+    assert_error(r, 429, "budget_exceeded")
     assert "retry-after" not in r.headers
 
 
@@ -172,7 +172,7 @@ def test_a_paused_run_is_202_then_listed_then_approved_and_finished(client: Test
     decided = client.get(f"/v1/approvals/{approval['id']}").json()
     assert (decided["status"], decided["decided_by"]) == ("used", "anonymous")
     assert client.get("/v1/approvals", params={"status": "pending"}).json() == []
-    again = _error(client.post(f"/v1/approvals/{approval['id']}/approve"), 422, "approval_invalid")
+    again = assert_error(client.post(f"/v1/approvals/{approval['id']}/approve"), 422, "approval_invalid")
     assert "already" in again["message"]
 
 
@@ -191,8 +191,8 @@ def test_unknown_approvals_are_404(client: TestClient) -> None:
         client.post("/v1/approvals/apr_nope/approve"),
         client.post("/v1/approvals/apr_nope/reject", json={"reason": "x"}),
     ):
-        _error(r, 404, "not_found")
-    _error(client.get("/v1/approvals", params={"status": "maybe"}), 422, "input_error")
+        assert_error(r, 404, "not_found")
+    assert_error(client.get("/v1/approvals", params={"status": "maybe"}), 422, "input_error")
 
 
 # -- feedback and traces ----------------------------------------------------------------------------
@@ -210,8 +210,8 @@ def test_feedback_on_an_answer_is_recorded_with_its_question(client: TestClient,
 
 
 def test_feedback_unhappy_paths(client: TestClient) -> None:
-    _error(client.post("/v1/feedback", json={"trace_id": "0" * 32, "rating": "up"}), 404, "not_found")
-    err = _error(client.post("/v1/feedback", json={"trace_id": "abc", "rating": "meh"}), 422, "input_error")
+    assert_error(client.post("/v1/feedback", json={"trace_id": "0" * 32, "rating": "up"}), 404, "not_found")
+    err = assert_error(client.post("/v1/feedback", json={"trace_id": "abc", "rating": "meh"}), 422, "input_error")
     assert "rating" in err["message"]
 
 
@@ -238,9 +238,9 @@ def test_traces_list_newest_first_and_show_as_a_span_tree(client: TestClient) ->
 
 
 def test_traces_unhappy_paths(client: TestClient) -> None:
-    _error(client.get("/v1/traces/" + "f" * 32), 404, "not_found")
-    _error(client.get("/v1/traces", params={"limit": 0}), 422, "input_error")
-    _error(client.get("/v1/traces", params={"since": "yesterday-ish"}), 422, "input_error")
+    assert_error(client.get("/v1/traces/" + "f" * 32), 404, "not_found")
+    assert_error(client.get("/v1/traces", params={"limit": 0}), 422, "input_error")
+    assert_error(client.get("/v1/traces", params={"since": "yesterday-ish"}), 422, "input_error")
 
 
 # -- operations -------------------------------------------------------------------------------------
@@ -271,7 +271,7 @@ def test_readyz_is_503_with_the_reason_when_the_model_is_unavailable(workspace: 
     provider.available = lambda: (False, "the endpoint refused the connection")  # type: ignore[method-assign]
     with TestClient(create_app(app)) as client:
         r = client.get("/readyz")
-    err = _error(r, 503, "not_ready")
+    err = assert_error(r, 503, "not_ready")
     assert err["message"] == "model: model 'scripted' is not available: the endpoint refused the connection"
     assert err["checks"]["telemetry"]["ok"] and not err["checks"]["model"]["ok"]
 
@@ -283,7 +283,7 @@ def test_an_oversized_body_is_413_by_length_or_while_streaming(workspace: Path) 
     app = scripted_app(server={"max_body_kb": 1})
     big = {"question": "x" * 2000}
     with TestClient(create_app(app)) as client:
-        err = _error(client.post("/v1/ask", json=big), 413, "payload_too_large")
+        err = assert_error(client.post("/v1/ask", json=big), 413, "payload_too_large")
         assert "1 KB" in err["message"] and "max_body_kb" in err["hint"]
 
         def chunks():  # no Content-Length: the limit applies while the body is read
@@ -293,7 +293,7 @@ def test_an_oversized_body_is_413_by_length_or_while_streaming(workspace: Path) 
             yield b'"}'
 
         r = client.post("/v1/ask", content=chunks(), headers={"content-type": "application/json"})
-        _error(r, 413, "payload_too_large")
+        assert_error(r, 413, "payload_too_large")
         assert client.post("/v1/ask", json={"question": "What is Python?"}).status_code == 200
 
 
@@ -317,8 +317,8 @@ def test_cors_only_when_configured(workspace: Path) -> None:
 
 def test_unknown_routes_and_methods_answer_in_the_error_shape(workspace: Path) -> None:
     with TestClient(create_app(scripted_app(server={"ui": False}))) as client:  # the UI's mount answers GET /...
-        _error(client.get("/v1/nothing-here"), 404, "not_found")
-        _error(client.get("/v1/ask"), 405, "method_not_allowed")
+        assert_error(client.get("/v1/nothing-here"), 404, "not_found")
+        assert_error(client.get("/v1/ask"), 405, "method_not_allowed")
 
 
 def test_the_ui_is_served_at_the_root_when_enabled(workspace: Path) -> None:
@@ -330,7 +330,7 @@ def test_the_ui_is_served_at_the_root_when_enabled(workspace: Path) -> None:
         r = client.get("/")
         assert r.status_code == 200 and "text/html" in r.headers["content-type"]
     with TestClient(create_app(scripted_app(server={"ui": False}))) as client:
-        _error(client.get("/"), 404, "not_found")
+        assert_error(client.get("/"), 404, "not_found")
         assert client.get("/healthz").status_code == 200
 
 
