@@ -79,3 +79,26 @@ def keys(keel_home: Path):  # type: ignore[no-untyped-def]
     from keel.server import KeyStore
 
     return KeyStore(f"sqlite:///{keel_home / 'keys.sqlite3'}")
+
+
+@pytest.fixture
+def spawn():  # type: ignore[no-untyped-def]
+    """Start processes that are killed (and reaped) when the test ends, however it ends:
+    ``spawn(args, cwd, merge_stderr=False)`` returns the Popen (text mode, pipes)."""
+    import os
+    import signal
+    import subprocess
+
+    procs: list[subprocess.Popen[str]] = []
+
+    def start(args: list[str], cwd: Path, *, merge_stderr: bool = False) -> subprocess.Popen[str]:
+        proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, text=True, start_new_session=True,
+                                stderr=subprocess.STDOUT if merge_stderr else subprocess.PIPE)
+        procs.append(proc)
+        return proc
+
+    yield start
+    for proc in procs:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.communicate(timeout=30)

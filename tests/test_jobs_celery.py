@@ -69,24 +69,6 @@ def redis_workdir(tmp_path: Path, keel_home: Path) -> Iterator[Path]:
         client.close()
 
 
-@pytest.fixture
-def spawn() -> Iterator[Any]:
-    """Start processes that are killed (and reaped) when the test ends, however it ends."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                start_new_session=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
-
-
 def _wait_done(app: App, job_id: str, worker: subprocess.Popen[str], timeout: float = 120) -> Any:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -110,7 +92,7 @@ def _stop(worker: subprocess.Popen[str]) -> str:
 def test_redis_carries_jobs_to_a_celery_keel_worker(redis_workdir: Path, spawn: Any) -> None:
     app = App(redis_workdir / "keel.yaml")
     jobs = [app.jobs.submit("ask", {"question": f"hello {n}"}, user="ann") for n in range(2)]
-    worker = spawn([str(KEEL), "worker"], redis_workdir)
+    worker = spawn([str(KEEL), "worker"], redis_workdir, merge_stderr=True)
     done = [_wait_done(app, job.id, worker) for job in jobs]
     assert [(j.status, j.attempts, (j.result or {}).get("answer")) for j in done] == [
         ("succeeded", 1, "Hello from Celery.")] * 2
@@ -122,7 +104,7 @@ def test_a_job_survives_its_celery_worker_being_killed(redis_workdir: Path, spaw
     app = App(redis_workdir / "keel.yaml")
     job = app.jobs.submit("ask", {"question": "hello there"})
     marker = redis_workdir / "mid-job"
-    first = spawn([sys.executable, "-c", _HANGING_WORKER, str(marker)], redis_workdir)
+    first = spawn([sys.executable, "-c", _HANGING_WORKER, str(marker)], redis_workdir, merge_stderr=True)
     deadline = time.monotonic() + 120
     while not marker.exists():
         assert first.poll() is None and time.monotonic() < deadline, first.communicate()[0][-3000:]
@@ -131,7 +113,7 @@ def test_a_job_survives_its_celery_worker_being_killed(redis_workdir: Path, spaw
     os.kill(first.pid, signal.SIGKILL)
     assert first.wait(30) == -signal.SIGKILL
 
-    second = spawn([str(KEEL), "worker"], redis_workdir)
+    second = spawn([str(KEEL), "worker"], redis_workdir, merge_stderr=True)
     done = _wait_done(app, job.id, second)
     assert (done.status, done.attempts, done.error) == ("succeeded", 2, None)
     assert (done.result or {})["answer"] == "Hello from Celery."
@@ -147,7 +129,7 @@ def test_rabbitmq_carries_jobs_to_a_celery_keel_worker(tmp_path: Path, keel_home
     try:
         app = App(tmp_path / "keel.yaml")
         job = app.jobs.submit("ask", {"question": "hello rabbit"})
-        worker = spawn([str(KEEL), "worker", "--concurrency", "2"], tmp_path)  # the threads pool
+        worker = spawn([str(KEEL), "worker", "--concurrency", "2"], tmp_path, merge_stderr=True)  # the threads pool
         done = _wait_done(app, job.id, worker)
         assert (done.status, done.attempts, (done.result or {}).get("answer")) == ("succeeded", 1,
                                                                                    "Hello from Celery.")

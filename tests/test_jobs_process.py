@@ -6,10 +6,8 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -56,24 +54,6 @@ KEEL = Path(sys.executable).with_name("keel")
 def workdir(tmp_path: Path, keel_home: Path) -> Path:
     (tmp_path / "keel.yaml").write_text(CONFIG)
     return tmp_path
-
-
-@pytest.fixture
-def spawn() -> Iterator[Any]:
-    """Start processes that are killed (and reaped) when the test ends, however it ends."""
-    procs: list[subprocess.Popen[str]] = []
-
-    def start(args: list[str], cwd: Path) -> subprocess.Popen[str]:
-        proc = subprocess.Popen(args, cwd=cwd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                                start_new_session=True)
-        procs.append(proc)
-        return proc
-
-    yield start
-    for proc in procs:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGKILL)
-        proc.communicate(timeout=30)
 
 
 def _wait_for(predicate: Any, timeout: float, what: str) -> None:

@@ -14,12 +14,12 @@ from __future__ import annotations
 import json
 import logging
 import sqlite3
-import threading
 import time
 from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._sqlite import ThreadConnections
 from ..errors import ConfigError, MissingDependency
 from .base import ChatResponse, ToolCall, Usage
 
@@ -65,18 +65,12 @@ class SQLiteCache:
     def __init__(self, path: Path, ttl_s: float | None = None) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self.ttl_s = ttl_s
-        self._local = threading.local()
-        self._path = path
+        self._connections = ThreadConnections(path, autocommit=False)
         with self._conn() as conn:
-            conn.execute("PRAGMA journal_mode=WAL")
             conn.execute("CREATE TABLE IF NOT EXISTS responses (key TEXT PRIMARY KEY, body TEXT, created REAL)")
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self._path, timeout=30)
-            self._local.conn = conn
-        return conn
+        return self._connections.get()
 
     def get(self, key: str) -> ChatResponse | None:
         row = self._conn().execute("SELECT body, created FROM responses WHERE key = ?", (key,)).fetchone()

@@ -19,13 +19,13 @@ from __future__ import annotations
 import logging
 import math
 import sqlite3
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._sqlite import ThreadConnections
 from ..config import RateLimitSettings, Settings
 from ..errors import ConfigError, MissingDependency, RateLimitExceeded
 from ..telemetry.budgets import window
@@ -47,20 +47,14 @@ class SQLiteWindows:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._connections = ThreadConnections(self.path, timeout=5)
         self._conn().execute(
             "CREATE TABLE IF NOT EXISTS rate_windows (key TEXT PRIMARY KEY, hits INTEGER NOT NULL, "
             "expires_at REAL NOT NULL)"
         )
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=5, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        return self._connections.get()
 
     def hit(self, key: str, now: float, expires_at: float) -> int:
         conn = self._conn()

@@ -16,7 +16,6 @@ on one machine) and Redis (one Lua script: atomic across every replica).
 from __future__ import annotations
 
 import sqlite3
-import threading
 import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
@@ -24,6 +23,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._sqlite import ThreadConnections
 from ..config import BudgetLimit, Settings
 from ..errors import BudgetExceeded, ConfigError, MissingDependency, RunError
 from ..models.gateway import BudgetHook, NoBudget
@@ -178,7 +178,7 @@ class SQLiteCounters:
     def __init__(self, path: Path) -> None:
         self.path = path
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._local = threading.local()
+        self._connections = ThreadConnections(self.path)
         conn = self._conn()
         conn.execute(
             "CREATE TABLE IF NOT EXISTS budget_counters (key TEXT PRIMARY KEY, "
@@ -191,13 +191,7 @@ class SQLiteCounters:
         conn.execute("CREATE INDEX IF NOT EXISTS ix_budget_leases_expiry ON budget_leases (expires_at)")
 
     def _conn(self) -> sqlite3.Connection:
-        conn = getattr(self._local, "conn", None)
-        if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")
-            self._local.conn = conn
-        return conn
+        return self._connections.get()
 
     def reserve(self, reservation: Reservation, now: datetime) -> Check | None:
         conn = self._conn()
