@@ -170,6 +170,9 @@ class TelemetrySettings(_Strict):
     audit: AuditSettings = AuditSettings()
     #: alert rules, evaluated on every model call; sent to the log and to webhook_url
     alerts: list[AlertRule] = Field(default_factory=list)
+    #: memory: each process alerts on its own calls; redis: the windows and firing state live in
+    #: Redis at budgets.redis_url, summed over every replica, one notice per breach (scale mode)
+    alerts_backend: Literal["memory", "redis"] = "memory"
     webhook_url: str | None = None
 
 

@@ -18,7 +18,7 @@ from ..config import Settings
 from ..models.gateway import CallRecord, Gateway
 from ._db import default_url, open_engine
 from ._writer import BatchWriter
-from .alerts import AlertManager
+from .alerts import build_alerts
 from .audit import AuditLedger
 from .costs import CostStore
 from .feedback import FeedbackStore
@@ -50,7 +50,7 @@ class Telemetry:
         self.config = settings.telemetry
         self.url = self.config.database_url or default_url(settings.data_dir)
         self.metrics = Metrics()
-        self.alerts = AlertManager(self.config.alerts, webhook_url=self.config.webhook_url, metrics=self.metrics)
+        self.alerts = build_alerts(settings, self.metrics)
 
     @property
     def enabled(self) -> bool:

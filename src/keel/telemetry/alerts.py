@@ -6,8 +6,16 @@ A rule notifies once when its condition starts to hold (the log, the webhook,
 the ``keel_alerts_firing`` gauge) and again only after it has cleared
 (a "resolved" notice) and started to hold once more: one breach, one message.
 Webhooks are posted on a background thread so a slow receiver never slows a
-request. Windows are per process; in scale mode each replica alerts on its
-own traffic (the metrics aggregate in Prometheus).
+request.
+
+``telemetry.alerts_backend`` says whose traffic a window holds:
+
+- ``memory`` (the default, :class:`AlertManager`): this process's. In scale mode
+  each replica would alert on its own traffic only, and each would notify.
+- ``redis`` (:class:`keel.telemetry.alerts_redis.SharedAlertManager`): every
+  replica's, in Redis at ``budgets.redis_url``; the windows are summed across
+  replicas and the firing state is shared, so exactly one replica sends "firing"
+  and exactly one sends "resolved". Use it with several ``keel serve`` replicas.
 """
 
 from __future__ import annotations
@@ -22,11 +30,11 @@ from typing import Any
 
 import httpx
 
-from ..config import AlertRule
+from ..config import AlertRule, Settings
 from ..models.gateway import CallRecord
 from .metrics import Metrics
 
-__all__ = ["AlertManager"]
+__all__ = ["AlertManager", "build_alerts", "rule_value"]
 
 log = logging.getLogger("keel.alerts")
 
@@ -47,15 +55,17 @@ class _Window:
             self.cost -= c
             self.errors -= 0 if good else 1
 
-    def value(self, rule: AlertRule) -> float | None:
-        calls = len(self.events)
-        if rule.metric == "cost_usd":
-            return self.cost
-        if rule.metric == "errors":
-            return float(self.errors)
-        if rule.metric == "calls":
-            return float(calls)
-        return self.errors / calls if calls >= rule.min_calls else None
+
+def rule_value(rule: AlertRule, calls: int, errors: int, cost: float) -> float | None:
+    """What ``rule`` measures over a window of ``calls`` calls (``errors`` failed, ``cost`` USD);
+    None for an error rate over fewer than ``min_calls`` calls."""
+    if rule.metric == "cost_usd":
+        return cost
+    if rule.metric == "errors":
+        return float(errors)
+    if rule.metric == "calls":
+        return float(calls)
+    return errors / calls if calls >= rule.min_calls else None
 
 
 class AlertManager:
@@ -88,7 +98,7 @@ class AlertManager:
             for rule in self.rules:
                 win = self._windows[rule.name]
                 win.add(now, record.cost_usd, record.ok)
-                value = win.value(rule)
+                value = rule_value(rule, len(win.events), win.errors, win.cost)
                 holds = value is not None and value > rule.threshold
                 if holds != self.firing[rule.name]:
                     self.firing[rule.name] = holds
@@ -134,3 +144,14 @@ class AlertManager:
         for sender in self._senders:
             sender.join(timeout_s)
         self._senders = [s for s in self._senders if s.is_alive()]
+
+
+def build_alerts(settings: Settings, metrics: Metrics | None = None) -> AlertManager:
+    """The alert rules ``telemetry.alerts`` describes, over the windows ``telemetry.alerts_backend`` names."""
+    config = settings.telemetry
+    if config.alerts_backend == "redis" and config.alerts:
+        from .alerts_redis import RedisAlertStore, SharedAlertManager
+
+        store = RedisAlertStore(settings.budgets.redis_url)
+        return SharedAlertManager(config.alerts, store, webhook_url=config.webhook_url, metrics=metrics)
+    return AlertManager(config.alerts, webhook_url=config.webhook_url, metrics=metrics)

@@ -49,6 +49,11 @@ class Metrics:
             "keel_alerts_firing", "1 while an alert rule's condition holds", ["rule"], registry=r
         )
         self.alerts_fired = Counter("keel_alerts_fired", "Alert notifications sent", ["rule"], registry=r)
+        self.alert_checks_skipped = Counter(
+            "keel_alert_checks_skipped",
+            "Model calls not checked against the alert rules: the shared alert store was unreachable",
+            registry=r,
+        )
         self._per_model: dict[str, tuple[Any, ...]] = {}
         self._children_cache: dict[tuple[Any, ...], Any] = {}
 

@@ -1,0 +1,229 @@
+"""Alert rules over every replica's traffic: the windows and the firing state in Redis.
+
+``telemetry.alerts_backend: redis`` (see :func:`keel.telemetry.alerts.build_alerts`).
+Each window is a Redis hash of time buckets (``window_s / 60`` seconds each):
+``<bucket>:n`` calls, ``<bucket>:e`` errors, ``<bucket>:c`` cost in 1e-9 USD.
+One Lua script per model call adds the call to the current bucket of every
+window, sums the buckets still inside it (dropping older ones) and reads the
+rules' firing flags: one round trip. A window so spans the last ``window_s``
+seconds to within one bucket (1/60 of it), and the sums cover every replica.
+
+The flag of a rule changes only with ``SET flag new GET`` (atomic; the old value
+says who changed it): when the replicas see a rule start or stop holding at once,
+exactly one of them finds the old value different, and only it notifies.
+Notices therefore alternate firing, resolved, firing across all replicas.
+Each replica's ``keel_alerts_firing`` gauge follows the shared flag.
+
+Bucket numbers come from each replica's clock: keep the clocks in sync (NTP).
+
+An unreachable Redis never fails a request: the call goes unchecked (counted in
+``keel_alert_checks_skipped_total``), the outage is logged once, and the store is
+tried again at most every ``retry_s`` seconds, so a hung Redis slows at most one
+call per ``retry_s`` by ``timeout_s``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+from ..config import AlertRule
+from ..errors import ConfigError, MissingDependency
+from ..models.gateway import CallRecord
+from .alerts import AlertManager, rule_value
+from .budgets import NANO, to_nano
+from .metrics import Metrics
+
+__all__ = ["BUCKETS", "RedisAlertStore", "SharedAlertManager"]
+
+log = logging.getLogger("keel.alerts")
+
+#: buckets per window: the window's edge is exact to 1/BUCKETS of its length
+BUCKETS = 60
+
+_OBSERVE_LUA = """
+-- KEYS: one hash per window, then one firing flag per rule
+-- ARGV: cost (1e-9 USD), failed (0/1), then per window: current bucket, buckets per window, ttl ms
+local cost, failed = tonumber(ARGV[1]), tonumber(ARGV[2])
+local windows = (#ARGV - 2) / 3
+local out = {}
+for w = 1, windows do
+  local key = KEYS[w]
+  -- the bucket's field names from its digits as sent: Lua would print a large number as 1e+14
+  local label, n, ttl = ARGV[3 * w], tonumber(ARGV[3 * w + 1]), ARGV[3 * w + 2]
+  local now = tonumber(label)
+  redis.call('HINCRBY', key, label .. ':n', 1)
+  if failed == 1 then redis.call('HINCRBY', key, label .. ':e', 1) end
+  if cost > 0 then redis.call('HINCRBY', key, label .. ':c', ARGV[1]) end
+  local sums = {n = 0, e = 0, c = 0}
+  local all = redis.call('HGETALL', key)
+  for i = 1, #all, 2 do
+    local bucket, kind = string.match(all[i], '^(-?%d+):(%a)$')
+    if tonumber(bucket) <= now - n then
+      redis.call('HDEL', key, all[i])
+    else
+      sums[kind] = sums[kind] + tonumber(all[i + 1])
+    end
+  end
+  redis.call('PEXPIRE', key, ttl)
+  out[#out + 1] = sums.n
+  out[#out + 1] = sums.e
+  out[#out + 1] = sums.c
+end
+for i = windows + 1, #KEYS do
+  out[#out + 1] = redis.call('GET', KEYS[i]) == '1' and 1 or 0
+end
+return out
+"""
+
+
+class RedisAlertStore:
+    """The shared windows and firing flags, under ``prefix`` in the Redis at ``url``."""
+
+    def __init__(self, url: str, *, prefix: str = "keel:alerts:", timeout_s: float = 0.5, retry_s: float = 5.0) -> None:
+        try:
+            import redis
+        except ModuleNotFoundError:
+            raise MissingDependency("the Redis client", "scale") from None
+        try:
+            self.client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        except ValueError as exc:
+            raise ConfigError(
+                f"budgets.redis_url {url!r} (used by telemetry.alerts_backend: redis) is not a Redis URL: {exc}",
+                hint="use e.g. redis://127.0.0.1:6379/0",
+            ) from None
+        self.url = url
+        self.prefix = prefix
+        self.retry_s = retry_s
+        self._errors = redis.RedisError
+        self._observe = self.client.register_script(_OBSERVE_LUA)
+        self._down = False
+        self._retry_at = 0.0
+        self._guard = threading.Lock()
+
+    def window_key(self, window_s: float) -> str:
+        return f"{self.prefix}window:{window_s!r}"
+
+    def flag_key(self, rule: str) -> str:
+        return f"{self.prefix}firing:{rule}"
+
+    def observe(
+        self, now: float, cost_usd: float, ok: bool, windows: list[float], rules: list[str]
+    ) -> tuple[list[tuple[int, int, float]], list[bool]] | None:
+        """Add one call to every window; its (calls, errors, cost USD) sums and every rule's flag.
+        None while the store cannot be reached."""
+        args: list[Any] = [to_nano(cost_usd), 0 if ok else 1]
+        for span in windows:
+            width = span / BUCKETS
+            args += [math.floor(now / width), BUCKETS, math.ceil((span + width) * 1000)]
+        keys = [self.window_key(w) for w in windows] + [self.flag_key(r) for r in rules]
+        out = self._call(lambda: self._observe(keys=keys, args=args))
+        if out is None:
+            return None
+        sums = [(int(out[i]), int(out[i + 1]), int(out[i + 2]) / NANO) for i in range(0, 3 * len(windows), 3)]
+        return sums, [bool(f) for f in out[3 * len(windows) :]]
+
+    def flip(self, changes: list[tuple[str, bool]]) -> list[bool] | None:
+        """Set each rule's flag; True where this call changed it (the caller notifies), None while down."""
+
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for rule, firing in changes:
+                pipe.set(self.flag_key(rule), "1" if firing else "0", get=True)
+            return list(pipe.execute())
+
+        old = self._call(run)
+        if old is None:
+            return None
+        return [(before == b"1") != firing for before, (_, firing) in zip(old, changes, strict=True)]
+
+    def _call(self, fn: Callable[[], Any]) -> Any:
+        """``fn()``, or None without trying while the store is down (tried again every ``retry_s``)."""
+        if self._retry_at and time.monotonic() < self._retry_at:
+            return None
+        try:
+            result = fn()
+        except self._errors as exc:
+            with self._guard:
+                self._retry_at = time.monotonic() + self.retry_s
+                if not self._down:
+                    self._down = True
+                    log.error(
+                        "alert store at %s unavailable, model calls are not checked against alert "
+                        "rules until it is back: %s",
+                        self.url,
+                        exc,
+                    )
+            return None
+        if self._down:
+            with self._guard:
+                if self._down:
+                    self._down, self._retry_at = False, 0.0
+                    log.warning("alert store at %s is back, alert rules are checked again", self.url)
+        return result
+
+
+class SharedAlertManager(AlertManager):
+    """:class:`AlertManager` whose windows and firing state every replica shares through Redis."""
+
+    def __init__(
+        self,
+        rules: list[AlertRule],
+        store: RedisAlertStore,
+        *,
+        webhook_url: str | None = None,
+        metrics: Metrics | None = None,
+        clock: Callable[[], float] = time.time,
+        timeout_s: float = 5.0,
+    ) -> None:
+        super().__init__(rules, webhook_url=webhook_url, metrics=metrics, clock=clock, timeout_s=timeout_s)
+        self.store = store
+        self._spans = sorted({r.window_s for r in rules})
+        self._span_of = [self._spans.index(r.window_s) for r in rules]
+        self._names = [r.name for r in rules]
+
+    def observe(self, record: CallRecord) -> None:
+        """Gateway observer: add the call to the shared windows; notify if this replica changed a flag."""
+        if not self.rules or record.cached:
+            return
+        now = self.clock()
+        seen = self.store.observe(now, record.cost_usd, record.ok, self._spans, self._names)
+        if seen is None:
+            self._skipped()
+            return
+        sums, flags = seen
+        changes = []
+        for rule, span, flag in zip(self.rules, self._span_of, flags, strict=True):
+            value = rule_value(rule, *sums[span])
+            holds = value is not None and value > rule.threshold
+            if holds != flag:
+                changes.append((rule, holds, value))
+            else:
+                self._follow(rule, flag)
+        if not changes:
+            return
+        won = self.store.flip([(rule.name, holds) for rule, holds, _ in changes])
+        if won is None:
+            self._skipped()
+            return
+        for (rule, holds, value), mine in zip(changes, won, strict=True):
+            if mine:
+                self.firing[rule.name] = holds
+                self._notify(rule, holds, value or 0.0, now)
+            else:  # another replica changed it first, to the same state
+                self._follow(rule, holds)
+
+    def _follow(self, rule: AlertRule, firing: bool) -> None:
+        """Show the shared state of ``rule`` in this replica (``firing``, the gauge) without notifying."""
+        if self.firing[rule.name] != firing:
+            self.firing[rule.name] = firing
+            if self.metrics is not None:
+                self.metrics.alerts_firing.labels(rule.name).set(1 if firing else 0)
+
+    def _skipped(self) -> None:
+        if self.metrics is not None:
+            self.metrics.alert_checks_skipped.inc()
