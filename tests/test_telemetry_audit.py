@@ -231,7 +231,7 @@ def test_the_same_ledger_on_postgresql(pg_url):
     assert ledger.verify().first_bad == 3
     with ledger.engine.connect() as conn:
         tables = set(sa.inspect(conn).get_table_names())  # the test's own schema, via search_path
-    assert {"keel_spans", "keel_model_calls", "keel_feedback", "keel_curation", "keel_audit"} <= tables
+    assert {"keel_span_batches", "keel_model_calls", "keel_feedback", "keel_curation", "keel_audit"} <= tables
     ledger.engine.dispose()
 
 

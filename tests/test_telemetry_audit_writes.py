@@ -21,14 +21,25 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pydantic import BaseModel
 
 from keel.app import App
+from keel.errors import InputError
 from keel.graph import FakeRetriever, build_runtime, by_purpose
 from keel.models.fake import FunctionProvider
 from keel.telemetry import _writer
 from keel.telemetry._db import open_engine
-from keel.telemetry.audit import DURABLE_EVENTS, AuditLedger, _chain_hash, canonical, record_hash, verify_records
+from keel.telemetry.audit import (
+    DURABLE_EVENTS,
+    AuditLedger,
+    _canonical_fast,
+    _chain_hash,
+    canonical,
+    record_hash,
+    verify_records,
+)
 from keel.tools.registry import Tool, ToolContext
 
 
@@ -62,6 +73,34 @@ def test_the_batched_hash_is_the_record_hash():
             assert _chain_hash("ab" * 32, n + 1, ts, event, canonical(data)) == record_hash(
                 "ab" * 32, n + 1, ts, event, data
             )
+
+
+_json_values = st.recursive(
+    st.none() | st.booleans() | st.integers(min_value=-(2**70), max_value=2**70)
+    | st.floats(allow_nan=False, allow_infinity=False) | st.text(),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.dictionaries(st.text(max_size=8), _json_values, max_size=6))
+def test_the_fast_canonical_text_is_the_canonical_text_or_none(data):
+    """orjson's text is only used where it is exactly canonical(); the chain's hashes depend on it."""
+    fast = _canonical_fast(data)
+    assert fast is None or fast == canonical(data)
+
+
+@pytest.mark.parametrize("value", [1e-05, 2.5e-7, -1e-100, 2**64, {1: "int key"}])
+def test_values_the_two_encoders_write_differently_take_the_standard_librarys_way(value):
+    assert _canonical_fast({"v": value}) is None
+
+
+def test_nan_is_refused_on_the_fast_path_too(url):
+    ledger = AuditLedger(open_engine(url))
+    assert _canonical_fast({"v": 1e-4, "w": None}) == '{"v":0.0001,"w":null}'
+    with pytest.raises(InputError, match="NaN"):
+        ledger("route", {"score": float("nan"), "hint": None})
 
 
 def test_queued_records_are_on_disk_only_after_a_flush_and_records_flushes(url, no_background_writer):

@@ -21,7 +21,7 @@ def test_migrations_create_exactly_the_tables_the_code_uses(tmp_path):
         version = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one()
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
     ours = [d for d in diff if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)]
-    assert ours == [] and version == "0001" and mode == "wal"
+    assert ours == [] and version == "0002" and mode == "wal"
 
 
 def test_upgrading_twice_is_a_no_op(tmp_path):
@@ -35,6 +35,50 @@ def test_migrations_ship_inside_the_package():
     root = resources.files("keel.telemetry") / "migrations"
     assert (root / "env.py").is_file() and (root / "script.py.mako").is_file()
     assert (root / "versions" / "0001_telemetry_tables.py").is_file()
+    assert (root / "versions" / "0002_span_batches.py").is_file()
+
+
+def test_spans_stored_one_per_row_move_into_batches_and_back(tmp_path):
+    """A trace store written before 0002 (a row per span) keeps every span across the upgrade."""
+    from keel.telemetry._writer import BatchWriter
+    from keel.telemetry.traces import TraceStore
+
+    engine = sa.create_engine(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    upgrade(engine, "0001")
+    span = {"trace_id": "a" * 32, "kind": "CHAIN", "status": "ok", "status_message": None, "events": "[]"}
+    with engine.begin() as conn:
+        conn.execute(sa.text(
+            "INSERT INTO keel_spans VALUES (:span_id, :trace_id, :parent_id, :name, :kind, :start_time, "
+            ":duration_ms, :status, :status_message, :attributes, :events)"), [
+            {**span, "span_id": "1" * 16, "parent_id": None, "name": "keel.ask", "start_time": 100.0,
+             "duration_ms": 2000.0, "attributes": '{"user.id": "dana"}'},
+            {**span, "span_id": "2" * 16, "parent_id": "1" * 16, "name": "router", "start_time": 100.5,
+             "duration_ms": 10.0, "attributes": '{"keel.route": "fast"}'},
+        ])
+    upgrade(engine)
+    store = TraceStore(engine, BatchWriter(engine))
+    [summary] = store.list()
+    [root] = store.tree("a" * 32)
+    assert (summary.spans, summary.duration_ms, root.attributes) == (2, 2000.0, {"user.id": "dana"})
+    assert [(c.name, c.attributes) for c in root.children] == [("router", {"keel.route": "fast"})]
+    upgrade_down(engine, "0001")
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT span_id, parent_id, attributes FROM keel_spans ORDER BY span_id")).all()
+    assert rows == [("1" * 16, None, '{"user.id":"dana"}'), ("2" * 16, "1" * 16, '{"keel.route":"fast"}')]
+
+
+def upgrade_down(engine: sa.Engine, revision: str) -> None:
+    from alembic import command
+    from alembic.config import Config
+
+    from keel.telemetry import _db
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(_db._MIGRATIONS))
+    cfg.attributes["version_table"] = VERSION_TABLE
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
 
 
 @pytest.mark.parametrize(

@@ -4,24 +4,20 @@ from __future__ import annotations
 
 import sqlalchemy as sa
 
-__all__ = ["audit", "curation", "feedback", "metadata", "model_calls", "spans"]
+__all__ = ["audit", "curation", "feedback", "metadata", "model_calls", "span_batches"]
 
 metadata = sa.MetaData()
 
-spans = sa.Table(
-    "keel_spans",
+#: the spans of one trace that one write batch saw, as a JSON array (see migration 0002)
+span_batches = sa.Table(
+    "keel_span_batches",
     metadata,
-    sa.Column("span_id", sa.String(16), primary_key=True),
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
     sa.Column("trace_id", sa.String(32), nullable=False),
-    sa.Column("parent_id", sa.String(16)),
-    sa.Column("name", sa.String(200), nullable=False),
-    sa.Column("kind", sa.String(32)),
     sa.Column("start_time", sa.Float, nullable=False),
-    sa.Column("duration_ms", sa.Float, nullable=False),
-    sa.Column("status", sa.String(8), nullable=False),
-    sa.Column("status_message", sa.Text),
-    sa.Column("attributes", sa.Text, nullable=False),
-    sa.Column("events", sa.Text, nullable=False),
+    sa.Column("end_time", sa.Float, nullable=False),
+    sa.Column("span_count", sa.Integer, nullable=False),
+    sa.Column("spans", sa.Text, nullable=False),
 )
 
 model_calls = sa.Table(
@@ -89,8 +85,8 @@ audit = sa.Table(
 )
 
 # the indexes the migrations create, declared here too so the two can be compared
-sa.Index("ix_keel_spans_trace", spans.c.trace_id)
-sa.Index("ix_keel_spans_start", spans.c.start_time)
+sa.Index("ix_keel_span_batches_trace", span_batches.c.trace_id)
+sa.Index("ix_keel_span_batches_start", span_batches.c.start_time)
 for _col in ("ts", "trace_id", "day", "user_id"):
     sa.Index(f"ix_keel_model_calls_{_col}", model_calls.c[_col])
 sa.Index("ix_keel_feedback_trace", feedback.c.trace_id)

@@ -17,7 +17,7 @@ import os
 import threading
 import weakref
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from operator import itemgetter
 from typing import Any, Protocol
 
@@ -26,10 +26,12 @@ from sqlalchemy.engine import Engine
 
 from ._db import local_write_lock
 
-__all__ = ["BatchWriter", "Queued", "insert_statement", "register", "wake"]
+__all__ = ["BatchWriter", "Queued", "build_rows", "build_with", "insert_sql", "insert_statement", "register", "wake"]
 
 log = logging.getLogger("keel.telemetry")
-Row = tuple[sa.Table, Callable[[], dict[str, Any]] | dict[str, Any]]
+Row = tuple[sa.Table, Any]
+#: turns the items queued for one table into its rows (one row may stand for several items)
+Builder = Callable[[list[Any]], list[dict[str, Any]]]
 INTERVAL_S = 0.25
 
 
@@ -42,6 +44,7 @@ class Queued(Protocol):
 
 
 _live: weakref.WeakSet[Queued] = weakref.WeakSet()
+_builders: dict[sa.Table, Builder] = {}
 _wake = threading.Event()
 _started = threading.Lock()
 _thread: list[threading.Thread] = []
@@ -55,11 +58,12 @@ class BatchWriter:
         self._flush_lock = threading.Lock()
         register(self)
 
-    def put(self, table: sa.Table, row: Callable[[], dict[str, Any]] | dict[str, Any]) -> None:
-        """Queue a row (or a function building it, run off the request path)."""
+    def put(self, table: sa.Table, row: Any) -> None:
+        """Queue a row, a function building it, or an item for the table's builder; all built
+        off the request path."""
         self._queue.append((table, row))
         if len(self._queue) >= self.batch:
-            _wake.set()
+            wake()
 
     def flush(self) -> None:
         with self._flush_lock:
@@ -67,15 +71,19 @@ class BatchWriter:
                 self._write(self._drain())
 
     def _drain(self) -> dict[sa.Table, list[dict[str, Any]]]:
-        grouped: dict[sa.Table, list[dict[str, Any]]] = {}
+        queued: dict[sa.Table, list[Any]] = {}
         for _ in range(min(len(self._queue), self.batch * 8)):
-            table, row = self._queue.popleft()
+            table, item = self._queue.popleft()
+            queued.setdefault(table, []).append(item)
+        grouped = {}
+        for table, items in queued.items():
             try:
-                built = row() if callable(row) else row
-            except Exception:  # one malformed span must not lose the batch
-                log.exception("telemetry: dropped a row that could not be built")
+                rows = _builders.get(table, build_rows)(items)
+            except Exception:  # a builder's bug must not lose the other tables' rows
+                log.exception("telemetry: dropped %d items for %s that could not be built", len(items), table.name)
                 continue
-            grouped.setdefault(table, []).append(built)
+            if rows:
+                grouped[table] = rows
         return grouped
 
     def _write(self, grouped: dict[sa.Table, list[dict[str, Any]]]) -> None:
@@ -87,13 +95,35 @@ class BatchWriter:
             log.exception("telemetry: could not write %d rows", sum(map(len, grouped.values())))
 
 
+def build_with(table: sa.Table, builder: Builder) -> None:
+    """Have ``builder`` turn the items queued for ``table`` into its rows, a batch at a time
+    (the trace store queues spans and writes one row per trace)."""
+    _builders[table] = builder
+
+
+def build_rows(items: list[Any]) -> list[dict[str, Any]]:
+    """Rows as queued, or built by the function queued in their place."""
+    rows = []
+    for item in items:
+        try:
+            rows.append(item() if callable(item) else item)
+        except Exception:  # one malformed row must not lose the batch
+            log.exception("telemetry: dropped a row that could not be built")
+    return rows
+
+
+def insert_sql(conn: sa.Connection, table: sa.Table, columns: Sequence[str]) -> str:
+    """INSERT of ``columns`` in the driver's own parameter style, for ``exec_driver_sql`` with tuples."""
+    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
+    return f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+
+
 def insert_statement(
     conn: sa.Connection, table: sa.Table, rows: list[dict[str, Any]]
 ) -> tuple[str, list[tuple[Any, ...]]]:
     """The driver's own executemany with tuples: a fraction of SQLAlchemy Core's per-row cost."""
     columns = list(rows[0])
-    mark = "?" if conn.dialect.paramstyle == "qmark" else "%s"
-    sql = f"INSERT INTO {table.name} ({', '.join(columns)}) VALUES ({', '.join([mark] * len(columns))})"
+    sql = insert_sql(conn, table, columns)
     values = itemgetter(*columns)
     return sql, [values(row) for row in rows] if len(columns) > 1 else [(row[columns[0]],) for row in rows]
 
@@ -118,7 +148,8 @@ def register(queued: Queued) -> None:
 
 def wake() -> None:
     """Ask the background thread to drain now rather than at the next interval."""
-    _wake.set()
+    if not _wake.is_set():  # a full queue asks on every put until drained: keep that cheap
+        _wake.set()
 
 
 def _ensure_thread() -> None:

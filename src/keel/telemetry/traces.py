@@ -1,13 +1,16 @@
 """The trace store: finished spans in SQL, read back as trace lists and span trees.
 
 Spans arrive from :class:`StoreSpanProcessor` (an OpenTelemetry span
-processor); the processor only queues the span, and the row is built and
-written by the batch writer off the request path.
+processor); the processor only queues the span, and the batch writer builds
+and writes the rows off the request path: one row per trace per write batch,
+holding that trace's spans as a JSON array (one insert per request instead of
+one per span: see migration 0002). Readers put a trace's batches back together.
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -22,10 +25,12 @@ from ..errors import NotFound
 from . import _schema as t
 from ._db import begin_write, local_write_lock
 from ._json import dumps
-from ._writer import BatchWriter
+from ._writer import BatchWriter, build_with
 from .spans import capture_content, is_content
 
 __all__ = ["SpanNode", "StoreSpanProcessor", "TraceStore", "TraceSummary"]
+
+log = logging.getLogger("keel.telemetry")
 
 
 @dataclass
@@ -73,24 +78,47 @@ class SpanNode:
         return data
 
 
-def span_row(span: ReadableSpan) -> dict[str, Any]:
-    ctx = span.context
+def span_record(span: ReadableSpan) -> dict[str, Any]:
+    """One span as stored inside its trace's batch row."""
     start, end = span.start_time or 0, span.end_time or span.start_time or 0
+    status = span.status
     return {
-        "span_id": format(ctx.span_id, "016x"),
-        "trace_id": format(ctx.trace_id, "032x"),
+        "span_id": format(span.context.span_id, "016x"),
         "parent_id": format(span.parent.span_id, "016x") if span.parent else None,
         "name": span.name[:200],
         "kind": (span.attributes or {}).get("openinference.span.kind"),
         "start_time": start / 1e9,
         "duration_ms": (end - start) / 1e6,
-        "status": span.status.status_code.name.lower() if span.status.status_code != StatusCode.UNSET else "ok",
-        "status_message": span.status.description,
-        "attributes": dumps(_attributes(span)),
-        "events": dumps(
-            [{"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})} for e in span.events]
-        ) if span.events else "[]",
+        "status": status.status_code.name.lower() if status.status_code is not StatusCode.UNSET else "ok",
+        "status_message": status.description,
+        "attributes": _attributes(span),
+        "events": [
+            {"name": e.name, "time": e.timestamp / 1e9, "attributes": dict(e.attributes or {})} for e in span.events
+        ],
     }
+
+
+def batch_rows(spans: list[ReadableSpan]) -> list[dict[str, Any]]:
+    """The rows for a batch of finished spans: one per trace (the writer's builder for the table)."""
+    by_trace: dict[int, list[dict[str, Any]]] = {}
+    for span in spans:
+        try:
+            by_trace.setdefault(span.context.trace_id, []).append(span_record(span))
+        except Exception:  # one malformed span must not lose the batch
+            log.exception("telemetry: dropped a span that could not be stored")
+    return [
+        {
+            "trace_id": format(trace_id, "032x"),
+            "start_time": min(r["start_time"] for r in records),
+            "end_time": max(r["start_time"] + r["duration_ms"] / 1000 for r in records),
+            "span_count": len(records),
+            "spans": dumps(records),
+        }
+        for trace_id, records in by_trace.items()
+    ]
+
+
+build_with(t.span_batches, batch_rows)
 
 
 def _attributes(span: ReadableSpan) -> Any:
@@ -123,7 +151,7 @@ class StoreSpanProcessor(SpanProcessor):
         return None
 
     def on_end(self, span: ReadableSpan) -> None:
-        self.writer.put(t.spans, lambda: span_row(span))
+        self.writer.put(t.span_batches, span)
 
     def shutdown(self) -> None:
         if isinstance(self._writer, BatchWriter):
@@ -143,28 +171,29 @@ class TraceStore:
     def list(self, *, limit: int = 20, since: float | None = None) -> list[TraceSummary]:
         """The most recent traces, newest first, with their totals."""
         self.writer.flush()
-        s = t.spans
+        b = t.span_batches
+        start = sa.func.min(b.c.start_time)
         q = (
             sa.select(
-                s.c.trace_id,
-                sa.func.min(s.c.start_time).label("start"),
-                sa.func.max(s.c.start_time * 1000 + s.c.duration_ms).label("end_ms"),
-                sa.func.count().label("n"),
+                b.c.trace_id,
+                start.label("start"),
+                sa.func.max(b.c.end_time).label("end"),
+                sa.func.sum(b.c.span_count).label("n"),
             )
-            .group_by(s.c.trace_id)
+            .group_by(b.c.trace_id)
             .order_by(sa.desc("start"))
             .limit(limit)
         )
-        if since is not None:
-            q = q.where(s.c.start_time >= since)
+        if since is not None:  # by when the trace started, not when its last batch was written
+            q = q.having(start >= since)
         with self.engine.connect() as conn:
             groups = conn.execute(q).all()
-        return [self._summary(g.trace_id, g.n, g.start, g.end_ms) for g in groups]
+        return [self._summary(g.trace_id, int(g.n), g.start, g.end) for g in groups]
 
-    def _summary(self, trace_id: str, n: int, start: float, end_ms: float) -> TraceSummary:
+    def _summary(self, trace_id: str, n: int, start: float, end: float) -> TraceSummary:
         roots = self.tree(trace_id)
         root = roots[0]
-        summary = TraceSummary(trace_id, root.name, start, end_ms - start * 1000, n, root.status)
+        summary = TraceSummary(trace_id, root.name, start, (end - start) * 1000, n, root.status)
         for node in _walk(roots):
             if node.kind == "LLM":
                 i, o = node.tokens
@@ -178,26 +207,14 @@ class TraceStore:
     def tree(self, trace_id: str) -> list[SpanNode]:
         """The trace's spans as trees (roots first by start time). Raises InputError if unknown."""
         self.writer.flush()
-        s = t.spans
+        b = t.span_batches
         with self.engine.connect() as conn:
-            rows = conn.execute(sa.select(s).where(s.c.trace_id == trace_id).order_by(s.c.start_time)).all()
-        if not rows:
+            batches = conn.execute(sa.select(b.c.spans).where(b.c.trace_id == trace_id).order_by(b.c.id)).scalars()
+            records = [record for batch in batches for record in json.loads(batch)]
+        if not records:
             raise NotFound(f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`")
-        nodes = {
-            r.span_id: SpanNode(
-                r.span_id,
-                r.parent_id,
-                r.name,
-                r.kind,
-                r.start_time,
-                r.duration_ms,
-                r.status,
-                r.status_message,
-                json.loads(r.attributes),
-                json.loads(r.events),
-            )
-            for r in rows
-        }
+        records.sort(key=lambda r: r["start_time"])
+        nodes = {r["span_id"]: SpanNode(**r) for r in records}
         roots = []
         for node in nodes.values():
             parent = nodes.get(node.parent_id or "")
@@ -205,14 +222,19 @@ class TraceStore:
         return roots
 
     def prune(self, older_than: float) -> int:
-        """Delete the spans of every trace that started before ``older_than`` (a Unix time).
+        """Delete the spans of every trace that started before ``older_than`` (a Unix time);
+        how many spans went.
 
         Whole traces go, never half of one: a trace is judged by its earliest span."""
         self.writer.flush()
-        s = t.spans
-        old_traces = sa.select(s.c.trace_id).group_by(s.c.trace_id).having(sa.func.min(s.c.start_time) < older_than)
+        b = t.span_batches
+        old_traces = sa.select(b.c.trace_id).group_by(b.c.trace_id).having(sa.func.min(b.c.start_time) < older_than)
+        old_batches = b.c.trace_id.in_(old_traces)
         with local_write_lock(self.engine), begin_write(self.engine) as conn:
-            return conn.execute(s.delete().where(s.c.trace_id.in_(old_traces))).rowcount or 0
+            spans = conn.execute(sa.select(sa.func.coalesce(sa.func.sum(b.c.span_count), 0)).where(old_batches))
+            deleted = int(spans.scalar_one())
+            conn.execute(b.delete().where(old_batches))
+        return deleted
 
     def root_attributes(self, trace_id: str) -> dict[str, Any]:
         return self.tree(trace_id)[0].attributes
