@@ -193,12 +193,14 @@ def test_compose_keel_variables_load_into_settings(monkeypatch: pytest.MonkeyPat
 
 
 def _assert_request_state_is_shared(settings: Settings) -> None:
-    """Approvals and checkpoints in the PostgreSQL database, the response cache in Redis: replicas
-    need no shared volume for a paused run or a conversation."""
+    """Approvals, checkpoints and the knowledge base catalog in the PostgreSQL database, the response
+    cache in Redis: replicas need no shared volume for a paused run, a conversation or a document."""
     from keel.graph.factory import state_database_url
+    from keel.knowledge.catalog import catalog_url
 
     url = state_database_url(settings)
     assert url is not None and url == settings.telemetry.database_url and url.startswith("postgresql+psycopg://")
+    assert catalog_url(settings) == url
     assert settings.gateway.cache.backend == "redis" and settings.gateway.cache.redis_url.startswith("redis://")
 
 

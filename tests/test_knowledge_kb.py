@@ -31,14 +31,17 @@ def vector_ids(base: KnowledgeBase, kb: str = "default") -> set[str]:
 
 
 def catalog_chunk_ids(base: KnowledgeBase, kb: str = "default") -> set[str]:
-    return {r[0] for r in base.catalog._db.execute("SELECT id FROM chunks WHERE kb=?", (kb,))}
+    """Through the catalog's interface, so these tests run on the PostgreSQL catalog too (test_catalog_pg.py)."""
+    return {c for d in base.documents(kb) for c in base.catalog.chunk_ids(kb, d["doc_id"])}
 
 
 def assert_consistent(base: KnowledgeBase, kb: str = "default") -> None:
-    """Every catalogued chunk has its vectors, and every vector belongs to a catalogued chunk."""
+    """Every catalogued chunk has its vectors, every vector belongs to a catalogued chunk, and no chunk
+    row is outside its document's count."""
     chunks = catalog_chunk_ids(base, kb)
     owners = {rid.rsplit(":", 1)[0] for rid in vector_ids(base, kb)}
     assert owners == chunks
+    assert base.catalog.count_chunks(kb) == len(chunks) == sum(d["chunks"] for d in base.documents(kb))
 
 
 def write_corpus(folder: Path) -> None:

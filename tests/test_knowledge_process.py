@@ -18,6 +18,8 @@ from keel.errors import StoreLocked
 from keel.knowledge import KnowledgeBase
 from keel.knowledge.testing import HashEmbedder
 
+from .chroma_fixtures import chroma_server
+
 # Ingests the folder with a deliberately slow fake embedder, so the parent can kill it mid-way.
 _INGEST = textwrap.dedent("""
     import sys, time
@@ -140,34 +142,9 @@ def test_kill_9_during_ingest_then_next_run_completes(tmp_path: Path) -> None:
     kb.close()
 
 
-def _free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
 @pytest.mark.timeout(120)
 def test_server_mode_lets_two_processes_share_the_store(tmp_path: Path) -> None:
-    import shutil
-
-    chroma = shutil.which("chroma", path=str(Path(sys.executable).parent))
-    assert chroma, "chromadb's `chroma` command is installed with keel"
-    port = _free_port()
-    server = subprocess.Popen([chroma, "run", "--path", str(tmp_path / "chroma"), "--host", "127.0.0.1",
-                               "--port", str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              env={**os.environ, "ANONYMIZED_TELEMETRY": "False"})
-    try:
-        import httpx
-
-        deadline = time.monotonic() + 60
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/api/v2/heartbeat", timeout=1).status_code == 200:
-                    break
-            except httpx.HTTPError:
-                time.sleep(0.2)
+    with chroma_server(tmp_path / "chroma") as port:
         settings = KnowledgeSettings(store="server", server_host="127.0.0.1", server_port=port,
                                      chunk_tokens=60, chunk_overlap=10)
         _write_docs(tmp_path / "docs", 3)
@@ -184,6 +161,3 @@ def test_server_mode_lets_two_processes_share_the_store(tmp_path: Path) -> None:
         assert hit.title == "Document 2" and hit.metadata["vector_rank"] >= 1
         reader.close()
         writer.close()
-    finally:
-        server.terminate()
-        server.wait(timeout=10)

@@ -114,10 +114,13 @@ class App:
 
     @functools.cached_property
     def knowledge(self) -> KnowledgeBase:
-        """Every named knowledge base under the data dir; opening it takes the store's lock."""
+        """Every named knowledge base under the data dir; opening it takes the store's lock.
+        Its catalog is where :func:`~keel.knowledge.catalog.catalog_url` says (PostgreSQL in scale mode)."""
         from .knowledge import KnowledgeBase
+        from .knowledge.catalog import catalog_url
 
-        return KnowledgeBase(self.settings.knowledge, self.data_dir)
+        knowledge = self.settings.knowledge.model_copy(update={"catalog_url": catalog_url(self.settings)})
+        return KnowledgeBase(knowledge, self.data_dir)
 
     def ingest(self, paths: list[str | Path], *, kb: str | None = None,
                progress: Progress | None = None) -> IngestReport:

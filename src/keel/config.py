@@ -294,6 +294,10 @@ class KnowledgeSettings(_Strict):
     server_host: str = "localhost"
     server_port: int = Field(8000, ge=1, le=65535)
     server_ssl: bool = False
+    #: SQLAlchemy URL of the catalog (documents, chunk texts, keyword index): postgresql+psycopg://...
+    #: so API replicas share it, or sqlite:///file. None: with store server, the state database when
+    #: that is PostgreSQL (state.database_url, else telemetry.database_url); else <home>/kb/catalog.sqlite3
+    catalog_url: str | None = None
     default_kb: str = "default"
     chunk_tokens: int = Field(500, ge=32)
     chunk_overlap: int = Field(50, ge=0)

@@ -54,6 +54,8 @@ knowledge:
   store: embedded              # embedded (Chroma on disk under home) or server (`chroma run`)
   # server_host: localhost
   # server_port: 8000
+  # catalog_url: postgresql+psycopg://user@host/keel   # documents and keyword index, shared by replicas;
+  #                            # default: with store server, state/telemetry database_url if PostgreSQL
   default_kb: default
   chunk_tokens: 500            # chunk size and overlap, in the embedding model's tokens
   chunk_overlap: 50

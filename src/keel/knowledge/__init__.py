@@ -1,4 +1,5 @@
-"""The knowledge base: loaders, chunking, embeddings, Chroma + FTS5 stores, hybrid retrieval.
+"""The knowledge base: loaders, chunking, embeddings, Chroma + a catalog with its keyword index (SQLite
+FTS5, or PostgreSQL for replicas), hybrid retrieval.
 
 ``KnowledgeBase`` is the entry point (``App.kb`` builds one); ``SearchHit`` and
 ``Retriever`` are the types the graph codes against.

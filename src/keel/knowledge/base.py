@@ -1,7 +1,8 @@
 """``KnowledgeBase``: ingest, search, list and delete, over named knowledge bases.
 
-One object per data directory. It owns the catalog (SQLite: documents, chunk
-texts, FTS5 keyword index), the vector store (Chroma) and the embedder, and
+One object per data directory. It owns the catalog (documents, chunk texts,
+keyword index: a SQLite file under the data directory, or PostgreSQL with
+``knowledge.catalog_url``), the vector store (Chroma) and the embedder, and
 implements the :class:`~keel.knowledge.types.Retriever` protocol the graph
 uses. Search is hybrid by default: the vector and keyword rankings are fused
 with reciprocal rank fusion; ``mode="vector"`` or ``"keyword"`` uses one side.
@@ -16,7 +17,7 @@ from typing import Any, Literal
 
 from ..config import KnowledgeSettings
 from ..errors import InputError, NotFound
-from .catalog import Catalog, DocRow
+from .catalog import CatalogStore, DocRow, open_catalog
 from .chunking import Chunk
 from .embedders import CachedEmbedder, Embedder, LocalEmbedder, ProviderEmbedder
 from .fusion import dedupe_windows, rrf
@@ -48,7 +49,7 @@ class KnowledgeBase:
         if settings.store == "embedded":
             self._lock = StoreLock(self.folder)  # raises StoreLocked at once if another process has it
         try:
-            self.catalog = Catalog(self.folder / "catalog.sqlite3")
+            self.catalog: CatalogStore = open_catalog(settings.catalog_url, self.folder)
             if settings.store == "server":
                 self.vectors = VectorStore(host=settings.server_host, port=settings.server_port,
                                            ssl=settings.server_ssl)
@@ -106,10 +107,11 @@ class KnowledgeBase:
                              hint=f"`keel kb list --kb {name}` shows the documents and their ids")
         collection = self._collection(name)
         for doc_id in ids:
-            self.catalog.mark_pending(name, doc_id)
-            self.catalog.delete_document(name, doc_id)  # unsearchable first, then the vectors go
-            self.vectors.delete(collection, self.vectors.ids_for_doc(collection, doc_id))
-            self.catalog.clear_pending(name, doc_id)
+            with self.catalog.document_lock(name, doc_id):  # an ingest of it, on any replica, goes first
+                self.catalog.mark_pending(name, doc_id)
+                self.catalog.delete_document(name, doc_id)  # unsearchable first, then the vectors go
+                self.vectors.delete(collection, self.vectors.ids_for_doc(collection, doc_id))
+                self.catalog.clear_pending(name, doc_id)
         return ids
 
     def rebuild_catalog(self, kb: str | None = None) -> int:
@@ -137,7 +139,7 @@ class KnowledgeBase:
         return len(by_doc)
 
     def rebuild_keyword_index(self) -> None:
-        """Remake the FTS5 index from the stored chunks (e.g. after copying the files by hand)."""
+        """Remake the keyword index from the stored chunks (e.g. after copying the files by hand)."""
         self.catalog.rebuild_keyword_index()
 
     # -- reading ------------------------------------------------------------------------
@@ -162,7 +164,7 @@ class KnowledgeBase:
             raise InputError(f"k must be at least 1 (got {k})")
         name = self._name(kb)
         n = max(self.settings.candidates, k)
-        if mode == "hybrid":  # both sides at once: SQLite, numpy and Chroma all release the GIL
+        if mode == "hybrid":  # both sides at once: the catalog's database, numpy and Chroma release the GIL
             pending = self._pool.submit(self.catalog.keyword_search, name, query, n, where)
             vector = self._vector_side(query, name, n, where)
             keyword = pending.result()

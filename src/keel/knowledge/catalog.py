@@ -16,6 +16,11 @@ corpus. So in a knowledge base of ``PRUNE_FROM_CHUNKS`` or more, words in more
 than ``COMMON_SHARE`` of its chunks (low IDF: they add little to BM25) are left
 out of the query, keeping at least the two rarest. bench/bench_query.py and
 bench/bench_retrieval.py measure the latency gained and the quality cost.
+
+:class:`CatalogStore` is what the knowledge base and the ingest pipeline call;
+:class:`Catalog` is this SQLite file, and ``keel.knowledge.catalog_pg`` the same
+catalog in PostgreSQL, shared by API replicas (``knowledge.catalog_url``, see
+:func:`catalog_url` and :func:`open_catalog`).
 """
 
 from __future__ import annotations
@@ -27,15 +32,19 @@ import sqlite3
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .chunking import Chunk
 from .loaders import Document
 
-__all__ = ["Catalog", "DocRow", "where_sql"]
+if TYPE_CHECKING:
+    from ..config import Settings
+
+__all__ = ["Catalog", "CatalogStore", "DocRow", "catalog_url", "filter_sql", "keep_informative", "open_catalog",
+           "where_sql"]
 
 T = TypeVar("T")
 
@@ -77,37 +86,161 @@ class DocRow(dict[str, Any]):
     """A document as ``keel kb list`` shows it."""
 
 
-def _field_sql(key: str, cond: Any, params: list[Any]) -> str:
+#: a metadata key -> the SQL expression of its value in the chunk row ``c``
+FieldSql = Callable[[str], str]
+#: a value -> its placeholder in the statement (the binder records the value)
+Bind = Callable[[Any], str]
+
+
+def _field_sql(key: str, cond: Any, field: FieldSql, bind: Bind) -> str:
     if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
         raise InputError(f"filter field {key!r} is not a plain name", hint="use letters, digits and _")
-    col = f"json_extract(c.metadata, '$.{key}')"
+    col = field(key)
     if not isinstance(cond, dict):
         cond = {"$eq": cond}
     parts = []
     for op, value in cond.items():
         if op in ("$in", "$nin"):
-            values = list(value)
-            marks = ",".join("?" * len(values)) or "NULL"
+            marks = ",".join(bind(v) for v in value) or "NULL"
             parts.append(f"{col} {'NOT IN' if op == '$nin' else 'IN'} ({marks})")
-            params.extend(values)
         elif op in _OPS:
-            parts.append(f"{col} {_OPS[op]} ?")
-            params.append(value)
+            parts.append(f"{col} {_OPS[op]} {bind(value)}")
         else:
             raise InputError(f"unknown filter operator {op!r}", hint=f"use one of {sorted([*_OPS, '$in', '$nin'])}")
     return " AND ".join(parts)
 
 
-def where_sql(where: dict[str, Any], params: list[Any]) -> str:
-    """A Chroma-style metadata filter as SQL over the chunk metadata."""
+def filter_sql(where: dict[str, Any], field: FieldSql, bind: Bind, true: str = "1") -> str:
+    """A Chroma-style metadata filter as SQL, for any database: ``field`` and ``bind`` speak its dialect."""
     parts = []
     for key, cond in where.items():
         if key in ("$and", "$or"):
-            inner = [where_sql(sub, params) for sub in cond]
+            inner = [filter_sql(sub, field, bind, true) for sub in cond]
             parts.append("(" + f" {key[1:].upper()} ".join(inner) + ")")
         else:
-            parts.append(_field_sql(key, cond, params))
-    return "(" + " AND ".join(parts) + ")" if parts else "1"
+            parts.append(_field_sql(key, cond, field, bind))
+    return "(" + " AND ".join(parts) + ")" if parts else true
+
+
+def where_sql(where: dict[str, Any], params: list[Any]) -> str:
+    """A Chroma-style metadata filter as SQLite SQL over the chunk metadata (values appended to ``params``)."""
+
+    def bind(value: Any) -> str:
+        params.append(value)
+        return "?"
+
+    return filter_sql(where, lambda key: f"json_extract(c.metadata, '$.{key}')", bind)
+
+
+def keep_informative(words: list[str], total: int, doc_freq: Callable[[list[str]], dict[str, int]]) -> list[str]:
+    """The query words worth ranking by in a knowledge base of ``total`` chunks (see COMMON_SHARE).
+
+    ``doc_freq`` gives each word's number of chunks; it is asked only when pruning applies.
+    """
+    if len(words) <= 2 or total < PRUNE_FROM_CHUNKS:
+        return words
+    df = doc_freq(words)
+    present = sorted((w for w in words if df.get(w, 0) > 0), key=lambda w: df[w])
+    return [w for i, w in enumerate(present) if i < 2 or df[w] <= COMMON_SHARE * total]
+
+
+class CatalogStore(Protocol):
+    """What the knowledge base and the ingest pipeline need from a catalog (SQLite or PostgreSQL)."""
+
+    def content_hash(self, kb: str, doc_id: str) -> str | None: ...
+    def chunk_ids(self, kb: str, doc_id: str) -> set[str]: ...
+    def replace_document(self, kb: str, doc: Document, chunks: list[Chunk], metadatas: list[dict[str, Any]],
+                         *, version: str) -> None: ...
+    def delete_document(self, kb: str, doc_id: str) -> int: ...
+    def document_lock(self, kb: str, doc_id: str, *, wait: bool = True) -> AbstractContextManager[bool]: ...
+    def find_documents(self, kb: str, ref: str) -> list[str]: ...
+    def documents(self, kb: str) -> list[DocRow]: ...
+    def kbs(self) -> list[dict[str, Any]]: ...
+    def mark_pending(self, kb: str, doc_id: str) -> None: ...
+    def clear_pending(self, kb: str, doc_id: str) -> None: ...
+    def pending(self, kb: str) -> list[str]: ...
+    def chunks_by_id(self, kb: str, ids: Iterable[str]) -> dict[str, dict[str, Any]]: ...
+    def keyword_search(self, kb: str, query: str, n: int,
+                       where: dict[str, Any] | None = None) -> list[tuple[str, float]]: ...
+    def rebuild_keyword_index(self) -> None: ...
+    def count_chunks(self, kb: str) -> int: ...
+    def close(self) -> None: ...
+
+
+def _backend(url: str, setting: str) -> Any:
+    """``url`` parsed, if it is a SQLite or PostgreSQL URL; else ConfigError naming ``setting``."""
+    import sqlalchemy as sa
+
+    forms = "postgresql+psycopg://user@host/db or sqlite:///path/catalog.sqlite3"
+    try:
+        parsed = sa.engine.make_url(url)
+    except sa.exc.ArgumentError:
+        raise ConfigError(f"{setting} {url!r} is not a database URL", hint=f"use {forms}") from None
+    if parsed.get_backend_name() not in ("sqlite", "postgresql"):
+        raise ConfigError(f"{setting} uses {parsed.get_backend_name()!r}",
+                          hint=f"the knowledge base catalog lives in PostgreSQL or SQLite: {forms}")
+    return parsed
+
+
+def catalog_url(settings: Settings) -> str | None:
+    """Where the knowledge base catalog lives; None means the SQLite file ``<home>/kb/catalog.sqlite3``.
+
+    One rule: ``knowledge.catalog_url`` when set; else, with ``knowledge.store: server``
+    (vectors already shared), the state database when it is PostgreSQL (``state.database_url``,
+    else ``telemetry.database_url``), so a scale deployment sets one URL; else None. With the
+    embedded store the vectors belong to one process, so the catalog stays beside them.
+    """
+    knowledge = settings.knowledge
+    if knowledge.catalog_url:
+        return knowledge.catalog_url
+    if knowledge.store != "server":
+        return None
+    setting = "state.database_url" if settings.state.database_url else "telemetry.database_url"
+    shared = settings.state.database_url or settings.telemetry.database_url
+    if shared and _backend(shared, setting).get_backend_name() == "postgresql":
+        return shared
+    return None
+
+
+def open_catalog(url: str | None, folder: Path) -> CatalogStore:
+    """The catalog at ``url`` (PostgreSQL or a SQLite file), or the SQLite file in ``folder`` when None."""
+    if url is None:
+        return Catalog(folder / "catalog.sqlite3")
+    parsed = _backend(url, "knowledge.catalog_url")
+    if parsed.get_backend_name() == "sqlite":
+        if not parsed.database or parsed.database == ":memory:":
+            raise ConfigError("knowledge.catalog_url must name a SQLite file",
+                              hint="e.g. sqlite:////data/kb/catalog.sqlite3")
+        return Catalog(Path(parsed.database))
+    from .catalog_pg import PgCatalog
+
+    return PgCatalog(url, legacy=folder / "catalog.sqlite3")
+
+
+class _DocumentLocks:
+    """One lock per (kb, doc id), for the writers inside this process."""
+
+    def __init__(self) -> None:
+        self._guard = threading.Lock()
+        self._locks: dict[tuple[str, str], tuple[threading.Lock, int]] = {}
+
+    @contextmanager
+    def hold(self, key: tuple[str, str], wait: bool) -> Iterator[bool]:
+        with self._guard:
+            lock, users = self._locks.get(key, (threading.Lock(), 0))
+            self._locks[key] = (lock, users + 1)
+        got = lock.acquire(blocking=wait)
+        try:
+            yield got
+        finally:
+            if got:
+                lock.release()
+            with self._guard:
+                lock, users = self._locks[key]
+                if users > 1:
+                    self._locks[key] = (lock, users - 1)
+                else:
+                    del self._locks[key]
 
 
 def _locked(method: Callable[..., T]) -> Callable[..., T]:
@@ -122,6 +255,8 @@ def _locked(method: Callable[..., T]) -> Callable[..., T]:
 
 
 class Catalog:
+    """The catalog in one SQLite file (see the module docstring)."""
+
     def __init__(self, path: Path) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         self._db = sqlite3.connect(str(path), check_same_thread=False, isolation_level=None, timeout=10)
@@ -129,6 +264,7 @@ class Catalog:
         self._db.execute("PRAGMA synchronous=NORMAL")
         self._db.executescript(_SCHEMA)
         self._lock = threading.RLock()
+        self._documents = _DocumentLocks()
         for (kb,) in self._db.execute("SELECT DISTINCT kb FROM documents").fetchall():
             self._fts(kb)  # a store from before per-KB keyword tables gets them once, here
 
@@ -181,6 +317,14 @@ class Catalog:
         db.execute("DELETE FROM chunks WHERE kb=? AND doc_id=?", (kb, doc_id))
         return len(old)
 
+    def document_lock(self, kb: str, doc_id: str, *, wait: bool = True) -> AbstractContextManager[bool]:
+        """Held by whoever writes a document (ingest, delete), so two writers of one document take turns.
+
+        Yields False at once, without the lock, when ``wait`` is False and another writer has it.
+        A SQLite catalog serves one process (the embedded store's lock), so this lock is in-process.
+        """
+        return self._documents.hold((kb, doc_id), wait)
+
     def delete_document(self, kb: str, doc_id: str) -> int:
         with self._tx() as db:
             n = self._remove_chunks(db, self._fts(kb), kb, doc_id)
@@ -225,14 +369,15 @@ class Catalog:
         words = list(dict.fromkeys(w.lower() for w in _WORD.findall(text)))
         words = [w for w in words if w not in _STOPWORDS] or words
         total = self._db.execute("SELECT chunks FROM kbs WHERE kb=?", (kb,)).fetchone()[0] or 0
-        if len(words) <= 2 or total < PRUNE_FROM_CHUNKS:
-            return words
+        return keep_informative(words, total, lambda ws: self._doc_freq(fts, ws))
+
+    def _doc_freq(self, fts: str, words: list[str]) -> dict[str, int]:
+        """How many chunks hold each word (by its stem)."""
         stems = self._stems(words)
         marks = ",".join("?" * len(set(stems.values())))
         df = dict(self._db.execute(f"SELECT term, doc FROM {fts}_vocab WHERE term IN ({marks})",
                                    sorted(set(stems.values()))).fetchall())
-        present = sorted((w for w in words if df.get(stems.get(w, ""), 0) > 0), key=lambda w: df[stems[w]])
-        return [w for i, w in enumerate(present) if i < 2 or df[stems[w]] <= COMMON_SHARE * total]
+        return {w: df.get(stems.get(w, ""), 0) for w in words}
 
     @_locked
     def find_documents(self, kb: str, ref: str) -> list[str]:

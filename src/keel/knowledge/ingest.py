@@ -11,6 +11,11 @@ Per document, in this order:
 A kill between any two steps leaves every catalogued chunk with its vectors.
 The next run first finishes step 5 for whatever is still pending, then ingests
 what changed. A file keel cannot read is reported and skipped; the rest go on.
+
+Steps 2 to 5 hold the catalog's lock on the document (``document_lock``; across
+replicas with the PostgreSQL catalog): a second writer of the same document waits,
+then finds it stored, and recovery skips a pending document whose writer is still
+at work, so it never deletes vectors that are about to be catalogued.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from ..errors import InputError
-from .catalog import Catalog
+from .catalog import CatalogStore
 from .chunking import Chunk, chunk_document
 from .embedders import Embedder
 from .loaders import SUFFIXES, Document, file_identity, iter_files, load_file
@@ -98,19 +103,25 @@ def load_paths(paths: Iterable[Path], max_bytes: int,
 
 
 class Ingestor:
-    def __init__(self, catalog: Catalog, vectors: VectorStore, embedder: Embedder, collection: str, kb: str,
+    def __init__(self, catalog: CatalogStore, vectors: VectorStore, embedder: Embedder, collection: str, kb: str,
                  *, chunk_tokens: int, chunk_overlap: int) -> None:
         self.catalog, self.vectors, self.embedder = catalog, vectors, embedder
         self.collection, self.kb = collection, kb
         self.size, self.overlap = chunk_tokens, chunk_overlap
 
     def recover(self) -> int:
-        """Finish what an interrupted run left: drop vectors of pending docs that no chunk references."""
-        pending = self.catalog.pending(self.kb)
-        for doc_id in pending:
-            self._drop_stale_vectors(doc_id)
-            self.catalog.clear_pending(self.kb, doc_id)
-        return len(pending)
+        """Finish what an interrupted run left: drop vectors of pending docs that no chunk references.
+
+        A pending document whose writer is still at work (it holds the document's lock) is left to it.
+        """
+        done = 0
+        for doc_id in self.catalog.pending(self.kb):
+            with self.catalog.document_lock(self.kb, doc_id, wait=False) as mine:
+                if mine:
+                    self._drop_stale_vectors(doc_id)
+                    self.catalog.clear_pending(self.kb, doc_id)
+                    done += 1
+        return done
 
     def is_current(self, doc_id: str, content_hash: str) -> bool:
         """Whether the catalog holds exactly this content, processed the way it would be now."""
@@ -137,9 +148,14 @@ class Ingestor:
 
     def _one(self, doc: Document, report: IngestReport) -> str:
         version = self._version(doc.content_hash)
-        if self.catalog.content_hash(self.kb, doc.doc_id) == version:
-            report.unchanged += 1
-            return f"unchanged {doc.title}"
+        if self.catalog.content_hash(self.kb, doc.doc_id) != version:
+            with self.catalog.document_lock(self.kb, doc.doc_id):
+                if self.catalog.content_hash(self.kb, doc.doc_id) != version:  # not stored by a writer we waited for
+                    return self._store(doc, version, report)
+        report.unchanged += 1
+        return f"unchanged {doc.title}"
+
+    def _store(self, doc: Document, version: str, report: IngestReport) -> str:
         chunks = chunk_document(doc, size=self.size, overlap=self.overlap, count=self.embedder.count_tokens)
         self.catalog.mark_pending(self.kb, doc.doc_id)
         metadatas = [self._metadata(doc, c) for c in chunks]
