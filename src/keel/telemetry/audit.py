@@ -17,9 +17,10 @@ service) to also detect a ledger rewritten from scratch.
 
 Writing: the graph calls the ledger itself as its ``audit(event, data)``.
 That encodes the data as its canonical JSON text at once (a snapshot the
-caller may go on changing) and takes the time, then queues the record; the process's one background writer (:mod:`._writer`) appends queued
-records in order, a batch per transaction (read the head, chain and insert
-them all, commit), so a request does not wait for a disk write per decision.
+caller may go on changing) and takes the time, then queues the record; the
+process's one background writer (:mod:`._writer`) appends queued records
+in order, a batch per transaction (read the head, chain and insert them all,
+commit), so a request does not wait for a disk write per decision.
 The hashes and the chain are exactly those one-at-a-time appends produce.
 Events in :data:`DURABLE_EVENTS` (approvals) are written before the call
 returns, together with everything queued before them, because a person's

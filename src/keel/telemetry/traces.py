@@ -16,9 +16,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import sqlalchemy as sa
-from opentelemetry.context import Context
 from opentelemetry.sdk.trace import ReadableSpan, SpanProcessor
-from opentelemetry.trace import Span, StatusCode
+from opentelemetry.trace import StatusCode
 from sqlalchemy.engine import Engine
 
 from ..errors import NotFound
@@ -146,9 +145,6 @@ class StoreSpanProcessor(SpanProcessor):
         if not isinstance(self._writer, BatchWriter):
             self._writer = self._writer()
         return self._writer
-
-    def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        return None
 
     def on_end(self, span: ReadableSpan) -> None:
         self.writer.put(t.span_batches, span)

@@ -39,30 +39,42 @@ class _Fanout(SpanProcessor):
     """Forwards to the current processors; setup_tracing swaps the list.
 
     keel's own processors (``reads_recorded = True``) take keel's spans as they are; SDK
-    processors get a ``ReadableSpan``, made once per span and only if one of them is there."""
+    processors get a ``ReadableSpan``, made once per span and only if one of them is there.
+    Who needs what is worked out when the list is set, not on every span."""
 
     def __init__(self) -> None:
-        self.targets: tuple[SpanProcessor, ...] = ()
+        self.targets = ()
+
+    @property
+    def targets(self) -> tuple[SpanProcessor, ...]:
+        return self._targets
+
+    @targets.setter
+    def targets(self, targets: tuple[SpanProcessor, ...]) -> None:
+        self._targets = targets
+        # a processor that keeps SpanProcessor's on_start has nothing to do when a span starts
+        self._starters = tuple(p for p in targets if type(p).on_start is not SpanProcessor.on_start)
+        self._keel_enders = tuple(p for p in targets if getattr(p, "reads_recorded", False))
+        self._sdk_enders = tuple(p for p in targets if not getattr(p, "reads_recorded", False))
 
     def on_start(self, span: Span, parent_context: Context | None = None) -> None:
-        for p in self.targets:
+        for p in self._starters:
             p.on_start(span, parent_context)
 
     def on_end(self, span: ReadableSpan) -> None:
-        readable = None
-        for p in self.targets:
-            if isinstance(span, RecordedSpan) and not getattr(p, "reads_recorded", False):
-                readable = readable or span.readable()
+        for p in self._keel_enders:
+            p.on_end(span)
+        if self._sdk_enders:
+            readable = span.readable() if isinstance(span, RecordedSpan) else span
+            for p in self._sdk_enders:
                 p.on_end(readable)
-            else:
-                p.on_end(span)
 
     def shutdown(self) -> None:
-        for p in self.targets:
+        for p in self._targets:
             p.shutdown()
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
-        return all(p.force_flush(timeout_millis) for p in self.targets)
+        return all(p.force_flush(timeout_millis) for p in self._targets)
 
 
 def _install(service_name: str) -> tuple[Any, KeelTracerProvider, _Fanout]:
