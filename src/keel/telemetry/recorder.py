@@ -122,7 +122,7 @@ class RecordedSpan(trace.Span):
         if self.end_time is not None:
             return
         self.end_time = end_time or time.time_ns()
-        self._provider.finished(self)
+        self._provider.processor.on_end(self)  # type: ignore[arg-type]
 
     # -- for SDK processors ------------------------------------------------------------
 
@@ -157,7 +157,7 @@ class _Tracer(trace.Tracer):
         span = RecordedSpan(provider, name, SpanContext(trace_id, span_id, False, _SAMPLED, trace_state), parent,
                             kind, dict(attributes) if attributes else {}, links or (),
                             start_time or time.time_ns(), self._scope)
-        provider.started(span, context)
+        provider.processor.on_start(span, context)  # type: ignore[arg-type]
         return span
 
     def start_as_current_span(self, name: str, context: Context | None = None,  # type: ignore[override]
@@ -225,12 +225,6 @@ class KeelTracerProvider(trace.TracerProvider):
             if key not in self._tracers:
                 self._tracers[key] = _Tracer(self, InstrumentationScope(*key))
             return self._tracers[key]
-
-    def started(self, span: RecordedSpan, context: Context | None) -> None:
-        self.processor.on_start(span, context)  # type: ignore[arg-type]
-
-    def finished(self, span: RecordedSpan) -> None:
-        self.processor.on_end(span)  # type: ignore[arg-type]
 
     def force_flush(self, timeout_millis: int = 30000) -> bool:
         return self.processor.force_flush(timeout_millis)

@@ -52,7 +52,16 @@ __all__ = [
 
 SA = SpanAttributes
 _state = {"capture": True}
-_tracer = trace.get_tracer("keel.models")
+_tracer_of: list[tuple[trace.TracerProvider, trace.Tracer]] = []
+
+
+def _tracer() -> trace.Tracer:
+    """The current provider's tracer for model calls. Not one taken at import: that would be a
+    ProxyTracer (keel installs its provider later), which wraps every span in a generator."""
+    provider = trace.get_tracer_provider()
+    if not _tracer_of or _tracer_of[0][0] is not provider:
+        _tracer_of[:] = [(provider, provider.get_tracer("keel.models"))]
+    return _tracer_of[0][1]
 
 #: request metadata keys -> span attributes (OpenInference names where one exists)
 _CONTEXT_KEYS = {
@@ -132,12 +141,12 @@ def model_span(
     caller's current context between chunks.
     """
     if current:
-        with _tracer.start_as_current_span(f"{operation} {model}", kind=trace.SpanKind.CLIENT) as span:
+        with _tracer().start_as_current_span(f"{operation} {model}", kind=trace.SpanKind.CLIENT) as span:
             if span.is_recording():
                 _set_request(span, model, provider_name, request, attempt, operation)
             yield span
         return
-    span = _tracer.start_span(f"{operation} {model}", kind=trace.SpanKind.CLIENT)
+    span = _tracer().start_span(f"{operation} {model}", kind=trace.SpanKind.CLIENT)
     if span.is_recording():
         _set_request(span, model, provider_name, request, attempt, operation)
     try:
