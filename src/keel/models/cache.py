@@ -19,8 +19,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
+from .._redis import connect
 from .._sqlite import ThreadConnections
-from ..errors import ConfigError, MissingDependency
 from .base import ChatResponse, ToolCall, Usage
 
 if TYPE_CHECKING:
@@ -90,18 +90,7 @@ class RedisCache:
     """The same cache on Redis, shared by every replica and worker; entries expire after ``ttl_s``."""
 
     def __init__(self, url: str, ttl_s: float | None = None, prefix: str = "keel:cache:") -> None:
-        try:
-            import redis
-        except ModuleNotFoundError:
-            raise MissingDependency("the Redis client", "scale") from None
-        try:
-            self._redis = redis.Redis.from_url(url, socket_timeout=2, socket_connect_timeout=2)
-        except ValueError as exc:
-            raise ConfigError(
-                f"gateway.cache.redis_url {url!r} is not a Redis URL: {exc}",
-                hint="use e.g. redis://127.0.0.1:6379/0",
-            ) from None
-        self._errors = redis.RedisError
+        self._redis, self._errors = connect(url, setting="gateway.cache.redis_url", timeout_s=2)
         self.url = url
         self.ttl_s = ttl_s
         self.prefix = prefix

@@ -25,9 +25,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._redis import connect
 from .._sqlite import ThreadConnections
 from ..config import RateLimitSettings, Settings
-from ..errors import ConfigError, MissingDependency, RateLimitExceeded
+from ..errors import RateLimitExceeded
 from ..telemetry.budgets import window
 
 __all__ = ["RateLimiter", "RedisWindows", "SQLiteWindows", "build_rate_limiter"]
@@ -77,15 +78,7 @@ class RedisWindows:
     """One Redis counter per caller and minute, expiring after its window."""
 
     def __init__(self, url: str, *, prefix: str = "") -> None:
-        try:
-            import redis
-        except ModuleNotFoundError:
-            raise MissingDependency("the Redis client", "scale") from None
-        try:
-            self.client = redis.Redis.from_url(url, socket_timeout=1, socket_connect_timeout=1)
-        except ValueError as exc:
-            raise ConfigError(f"server.rate_limit.redis_url {url!r} is not a Redis URL: {exc}",
-                              hint="use e.g. redis://127.0.0.1:6379/0") from None
+        self.client = connect(url, setting="server.rate_limit.redis_url", timeout_s=1).client
         self.url = url
         self.prefix = prefix
 

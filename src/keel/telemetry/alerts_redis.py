@@ -31,8 +31,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from .._redis import connect
 from ..config import AlertRule
-from ..errors import ConfigError, MissingDependency
 from ..models.gateway import CallRecord
 from .alerts import AlertManager, rule_value
 from .budgets import NANO, to_nano
@@ -85,21 +85,12 @@ class RedisAlertStore:
     """The shared windows and firing flags, under ``prefix`` in the Redis at ``url``."""
 
     def __init__(self, url: str, *, prefix: str = "keel:alerts:", timeout_s: float = 0.5, retry_s: float = 5.0) -> None:
-        try:
-            import redis
-        except ModuleNotFoundError:
-            raise MissingDependency("the Redis client", "scale") from None
-        try:
-            self.client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        except ValueError as exc:
-            raise ConfigError(
-                f"budgets.redis_url {url!r} (used by telemetry.alerts_backend: redis) is not a Redis URL: {exc}",
-                hint="use e.g. redis://127.0.0.1:6379/0",
-            ) from None
+        self.client, self._errors = connect(
+            url, setting="budgets.redis_url", used_by="telemetry.alerts_backend: redis", timeout_s=timeout_s
+        )
         self.url = url
         self.prefix = prefix
         self.retry_s = retry_s
-        self._errors = redis.RedisError
         self._observe = self.client.register_script(_OBSERVE_LUA)
         self._down = False
         self._retry_at = 0.0

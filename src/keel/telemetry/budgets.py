@@ -23,9 +23,10 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from .._redis import connect
 from .._sqlite import ThreadConnections
 from ..config import BudgetLimit, Settings
-from ..errors import BudgetExceeded, ConfigError, MissingDependency, RunError
+from ..errors import BudgetExceeded, ConfigError, RunError
 from ..models.gateway import BudgetHook, NoBudget
 
 __all__ = ["Budgets", "RedisCounters", "Reservation", "SQLiteCounters", "build_budgets", "window"]
@@ -312,19 +313,9 @@ class RedisCounters:
     """
 
     def __init__(self, url: str, *, prefix: str = "") -> None:
-        try:
-            import redis
-        except ModuleNotFoundError:
-            raise MissingDependency("the Redis client", "scale") from None
-        try:
-            self.client = redis.Redis.from_url(url, socket_timeout=5, socket_connect_timeout=5)
-        except ValueError as exc:
-            raise ConfigError(
-                f"budgets.redis_url {url!r} is not a Redis URL: {exc}", hint="use e.g. redis://127.0.0.1:6379/0"
-            ) from None
+        self.client, self._errors = connect(url, setting="budgets.redis_url", timeout_s=5)
         self.url = url
         self.prefix = prefix
-        self._errors = redis.RedisError
         self._reserve = self.client.register_script(_RESERVE_LUA)
         self._settle = self.client.register_script(_SETTLE_LUA)
 
