@@ -371,3 +371,25 @@ def test_old_traces_are_pruned_whole_by_command_and_by_retention_setting():
 
     bad = CliRunner().invoke(cli, ["traces", "prune", "--older-than", "soon"])
     assert isinstance(bad.exception, InputError) and "--older-than 'soon' is neither" in str(bad.exception)
+
+
+def test_a_trace_written_in_two_batches_reads_back_whole():
+    """The store writes a trace's spans as each write batch sees them; readers join the batches."""
+    app = _app()
+    app.telemetry.setup_tracing()
+    tracer = trace.get_tracer("keel")
+    with tracer.start_as_current_span("keel.ask") as root:
+        with tracer.start_as_current_span("keel.router"):
+            pass
+        app.telemetry.flush()  # the child is written before its parent has ended
+        trace_id = format(root.get_span_context().trace_id, "032x")
+    app.telemetry.flush()
+    with app.telemetry.engine.connect() as conn:
+        batches = conn.exec_driver_sql("SELECT span_count FROM keel_span_batches WHERE trace_id = ?",
+                                       (trace_id,)).scalars().all()
+    assert batches == [1, 1]
+    [summary] = app.telemetry.traces.list()
+    [tree] = app.telemetry.traces.tree(trace_id)
+    assert (summary.spans, summary.name, tree.name, [c.name for c in tree.children]) == (
+        2, "keel.ask", "keel.ask", ["keel.router"])
+    assert app.telemetry.traces.prune(older_than=summary.start_time + 1) == 2  # both batches go together
