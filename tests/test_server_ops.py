@@ -112,7 +112,7 @@ def test_a_run_longer_than_the_request_timeout_is_a_typed_504(workspace: Path) -
             assert '"code": "request_timeout"' in streamed and '"status": 504' in streamed
             assert streamed.rstrip().endswith("data: [DONE]")
     finally:
-        gate.release.set()  # the abandoned runs finish in the background
+        gate.release.set()  # the timed-out runs finish their held call, then stop (tests/test_server_cancel.py)
 
 
 def test_the_default_timeout_leaves_room_for_the_graphs_own_wall_limit(workspace: Path) -> None:

@@ -1,10 +1,12 @@
 """keel: the production runtime for LLM applications."""
 
+from ._cancel import CancelToken
 from .app import App
 from .config import Settings, load_settings
 from .errors import (
     ApprovalRequired,
     BudgetExceeded,
+    Cancelled,
     ConfigError,
     GuardrailBlocked,
     InputError,
@@ -22,6 +24,8 @@ __all__ = [
     "App",
     "ApprovalRequired",
     "BudgetExceeded",
+    "CancelToken",
+    "Cancelled",
     "ConfigError",
     "ExtractResult",
     "GuardrailBlocked",

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel
 
+from ._cancel import CancelToken
 from .config import Settings, load_settings
 from .models.base import Provider
 from .models.cache import build_cache
@@ -92,19 +93,24 @@ class App:
     # -- the request graph -------------------------------------------------------------
 
     def ask(self, question: str, *, kb: str | None = None, session: str | None = None, user: str | None = None,
-            schema: dict[str, Any] | None = None, tenant: str | None = None) -> Answer:
+            schema: dict[str, Any] | None = None, tenant: str | None = None,
+            cancel: CancelToken | None = None) -> Answer:
         """Answer through the graph; the Answer's status says answered, pending_approval or stopped.
-        ``user`` and ``tenant`` scope budgets and costs (``budgets:``) and are named in the audit ledger."""
-        answer = self.runtime.ask(question, kb=kb, session=session, user=user, schema=schema, tenant=tenant)
+        ``user`` and ``tenant`` scope budgets and costs (``budgets:``) and are named in the audit ledger.
+        Setting ``cancel`` (from another thread) stops the run at its next node, model or tool call:
+        a stopped answer whose error is ``cancelled``."""
+        answer = self.runtime.ask(question, kb=kb, session=session, user=user, schema=schema, tenant=tenant,
+                                  cancel=cancel)
         return self.telemetry.observe_answer(answer)  # type: ignore[no-any-return]
 
-    def approve(self, approval_id: str, *, by: str) -> Answer:
-        """A person approves a paused tool call; the run resumes and finishes."""
-        return self.runtime.resume(approval_id, approve=True, approver=by)
+    def approve(self, approval_id: str, *, by: str, cancel: CancelToken | None = None) -> Answer:
+        """A person approves a paused tool call; the run resumes and finishes (``cancel``: as in ``ask``)."""
+        return self.runtime.resume(approval_id, approve=True, approver=by, cancel=cancel)
 
-    def reject(self, approval_id: str, *, by: str, reason: str | None = None) -> Answer:
-        """A person rejects a paused tool call; the run resumes without it."""
-        return self.runtime.resume(approval_id, approve=False, approver=by, reason=reason)
+    def reject(self, approval_id: str, *, by: str, reason: str | None = None,
+               cancel: CancelToken | None = None) -> Answer:
+        """A person rejects a paused tool call; the run resumes without it (``cancel``: as in ``ask``)."""
+        return self.runtime.resume(approval_id, approve=False, approver=by, reason=reason, cancel=cancel)
 
     def approvals(self, status: str | None = None) -> list[Approval]:
         """Recorded approvals (expired ones marked so), oldest first."""

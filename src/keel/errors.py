@@ -32,6 +32,7 @@ translated where they enter keel and never travel further.
     │   ├── GuardrailBlocked       an input or output guard stopped the run   exit 7
     │   ├── LimitExceeded          steps, tokens, cost or wall time ran out   exit 8
     │   ├── RequestTimeout         the server stopped waiting for the answer  exit 1 (HTTP 504)
+    │   ├── Cancelled              the run was stopped: nobody awaits it      exit 130 (HTTP 499)
     │   ├── StateUnavailable       the database of paused runs is unreachable exit 1 (HTTP 503)
     │   ├── BrokerUnavailable      the Celery broker cannot be reached        exit 1 (HTTP 503)
     │   └── WorkerLost             a job's worker died before it finished     (recorded on the job)
@@ -51,6 +52,7 @@ __all__ = [
     "BadModelResponse",
     "BrokerUnavailable",
     "BudgetExceeded",
+    "Cancelled",
     "CircuitOpen",
     "ConfigError",
     "Forbidden",
@@ -313,8 +315,8 @@ class LimitExceeded(RunError):
 
 
 class RequestTimeout(RunError):
-    """The HTTP server stopped waiting for a run (``server.request_timeout_s``); the run itself
-    may still finish in the background and its trace is kept."""
+    """The HTTP server stopped waiting for a run (``server.request_timeout_s``). The run is
+    cancelled too (:class:`Cancelled`): it stops at its next node, model call or tool call."""
 
     http_status = 504
     code = "request_timeout"
@@ -326,6 +328,28 @@ class RequestTimeout(RunError):
             "(keep limits.max_wall_s below it)",
         )
         self.timeout_s = timeout_s
+
+
+class Cancelled(RunError):
+    """A run stopped because nobody waits for its answer any more (a :class:`~keel.CancelToken`
+    was set): the server's request timeout passed (``reason`` "timeout") or its HTTP client went
+    away ("client_gone"). The run stops at a safe point, before a node, model call or tool call;
+    a call already in flight finishes and is charged. Exit 130, as an interrupted command; HTTP
+    499 (nginx's "client closed request"), which only the server's own metrics and logs see."""
+
+    exit_code = 130
+    http_status = 499
+    code = "cancelled"
+
+    _WHY = {"timeout": "the server's request timeout passed", "client_gone": "its client went away"}
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(
+            f"the run was cancelled: {self._WHY.get(reason, reason)}",
+            hint="nobody was waiting for its answer; ask again, or use POST /v1/jobs for long work",
+        )
+        #: why: "timeout", "client_gone", or what the code that set the token said
+        self.reason = reason
 
 
 # -- control flow ---------------------------------------------------------------------

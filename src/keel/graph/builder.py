@@ -10,6 +10,10 @@
 
 The router is a conditional edge; so is every loop. Edges are labelled so the
 drawn graph (``keel graph --mermaid``) says why each path is taken.
+
+Every node but ``await_approval`` first checks the run's cancel token (see
+:mod:`keel._cancel`): a cancelled run starts no further node. ``await_approval``
+always runs, because resuming it carries out a decision a person recorded.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from typing import Any
 from langgraph.errors import GraphInterrupt
 from langgraph.graph import END, START, StateGraph
 
+from .._cancel import check_cancelled
 from .deps import GraphDeps
 from .nodes_agent import agent_reason, await_approval, run_tools
 from .nodes_answer import blocked_response, fast_answer, quality, respond
@@ -55,10 +60,27 @@ _SPANNED = {
 }
 
 
-def _spanned(name: str, node: Callable[[dict[str, Any]], dict[str, Any]], deps: GraphDeps) -> Any:
+#: nodes a cancelled run still runs (see the module's docstring)
+_UNCANCELLABLE = {"await_approval"}
+
+Node = Callable[[dict[str, Any]], dict[str, Any]]
+
+
+def _cancellable(node: Node) -> Node:
+    def run(state: dict[str, Any]) -> dict[str, Any]:
+        check_cancelled()
+        return node(state)
+
+    return run
+
+
+def _spanned(name: str, node: Node, deps: GraphDeps) -> Any:
     """One span per node execution; a pause for approval is marked as such, not as an error."""
+    check = name not in _UNCANCELLABLE
 
     def run(state: dict[str, Any]) -> dict[str, Any]:
+        if check:
+            check_cancelled()
         with deps.tracer.start_as_current_span(
             f"keel.node.{name}",
             attributes={"openinference.span.kind": _SPANNED[name].value},
@@ -116,8 +138,12 @@ def build_graph(deps: GraphDeps) -> StateGraph:
     """The uncompiled graph; the runtime compiles it with a checkpointer."""
     graph = StateGraph(GraphState)
     for name, fn in NODES.items():
-        node = functools.partial(fn, deps=deps)
-        graph.add_node(name, _spanned(name, node, deps) if name in _SPANNED else node)
+        node: Node = functools.partial(fn, deps=deps)
+        if name in _SPANNED:
+            node = _spanned(name, node, deps)
+        elif name not in _UNCANCELLABLE:
+            node = _cancellable(node)
+        graph.add_node(name, node)
     graph.add_edge(START, "input_guard")
     graph.add_conditional_edges("input_guard", after_input, {"blocked": "blocked", "router": "router"})
     graph.add_conditional_edges(

@@ -1,4 +1,4 @@
-"""One model call from a node: limits first, then the gateway, a span, the accounting."""
+"""One model call from a node: cancellation and limits first, then the gateway, a span, the accounting."""
 
 from __future__ import annotations
 
@@ -6,6 +6,7 @@ from typing import Any
 
 from openinference.semconv.trace import SpanAttributes as SA
 
+from .._cancel import check_cancelled
 from ..models.base import ChatRequest, ChatResponse, Message
 from ..prompts import Rendered
 from .deps import GraphDeps
@@ -46,6 +47,7 @@ def call_model(
         schema_name=purpose,
         metadata=metadata,
     )
+    check_cancelled()  # before the budget reservation: a call never made holds none
     check_call(state, deps.settings.limits, deps.gateway, request, role)
     with span(
         deps.tracer,

@@ -7,6 +7,11 @@ approval store and hands over to ``await_approval``, which pauses the run with
 ``interrupt()``. The run resumes only through the runtime, after a person's
 decision in the store; the call then runs only if the store lets the approval
 be consumed for exactly these arguments.
+
+A cancelled run calls no further tool and asks for no further approval: the
+node checks before it starts, and between calls it keeps what already ran and
+leaves the rest pending for the next node, which stops the run. An approved
+call resumed by a person always runs.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from typing import Any
 from langgraph.types import interrupt
 from openinference.semconv.trace import SpanAttributes as SA
 
+from .._cancel import cancel_requested
 from ..models.base import Message, ToolCall
 from ..tools import ApprovalInvalid
 from .actions import FINAL, Action, action_schema, parse_action, plan_by_rule, shortlist
@@ -178,6 +184,8 @@ def run_tools(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     pending = list(state.get("pending") or [])
     update: dict[str, Any] = {}
     while pending:
+        if update and cancel_requested():  # keep what ran; the next node stops the run
+            break
         call = pending[0]
         tool = deps.tools.get(call["name"]) if call["name"] in deps.tools else None
         if tool is not None and tool.needs_approval:
@@ -192,7 +200,7 @@ def run_tools(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
             return {**update, "pending": pending, "approval": approval.public(), "paused_at": time.time()}
         update.update(_execute({**state, **update}, deps, call))
         pending.pop(0)
-    return {**update, "pending": [], "approval": None}
+    return {**update, "pending": pending, "approval": None}
 
 
 def await_approval(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:

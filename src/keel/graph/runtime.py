@@ -4,6 +4,11 @@ The runtime owns the compiled graph and its checkpointer. It opens the root
 span (whose trace id the answer carries), turns a limit or a recursion cap
 into a ``stopped`` answer with the partial state, and resumes a paused run
 only after the approval store has recorded a person's decision.
+
+A run given a :class:`~keel.CancelToken` stops at its next safe point once the
+token is set (the server sets it when it stops waiting): a ``stopped`` answer
+whose error is ``cancelled``, its root span an error, one ``cancelled`` audit
+record. Its checkpoint is left as a limit leaves it: the session goes on.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ from langgraph.errors import GraphRecursionError
 from langgraph.types import Command
 from openinference.semconv.trace import SpanAttributes as SA
 
-from ..errors import BudgetExceeded, InputError, KeelError, LimitExceeded
+from .._cancel import CancelToken, current
+from ..errors import BudgetExceeded, Cancelled, InputError, KeelError, LimitExceeded
 from ..guardrails import validate_question
 from ..tools import ApprovalInvalid
 from .answer import Answer
@@ -59,10 +65,12 @@ class GraphRuntime:
         user: str | None = None,
         schema: dict[str, Any] | None = None,
         tenant: str | None = None,
+        cancel: CancelToken | None = None,
     ) -> Answer:
         """Answer one question; a session id keeps the conversation in the checkpointer.
 
-        ``user`` and ``tenant`` scope budgets and costs and are recorded in the audit ledger."""
+        ``user`` and ``tenant`` scope budgets and costs and are recorded in the audit ledger;
+        ``cancel``, once set, stops the run at its next node, model call or tool call."""
         question = validate_question(question, self.deps.settings.guardrails)
         request_id = "req_" + uuid.uuid4().hex[:16]
         thread_id = session or request_id
@@ -95,10 +103,18 @@ class GraphRuntime:
                 "keel.tenant_id": tenant,
             },
         ) as root:
-            return self._run(root, inputs, thread_id)
+            return self._run(root, inputs, thread_id, cancel)
 
-    def resume(self, approval_id: str, *, approve: bool, approver: str, reason: str | None = None) -> Answer:
-        """Record a person's decision and resume the paused run with it."""
+    def resume(self, approval_id: str, *, approve: bool, approver: str, reason: str | None = None,
+               cancel: CancelToken | None = None) -> Answer:
+        """Record a person's decision and resume the paused run with it.
+
+        A ``cancel`` token set before the decision is recorded raises Cancelled and changes
+        nothing (the approval stays pending); once recorded, the decision is carried out (an
+        approved call runs) and the run stops after it."""
+        if cancel is not None and cancel.reason is not None:
+            self.deps.audit("cancelled", {"approval_id": approval_id, "reason": cancel.reason})
+            raise Cancelled(cancel.reason)
         record = self.deps.approvals.decide(approval_id, approve=approve, approver=approver, reason=reason)
         pending = self._pending_interrupt(record.run_id)
         if not pending or pending.get("approval", {}).get("id") != approval_id:
@@ -126,28 +142,35 @@ class GraphRuntime:
                 "keel.approver": approver,
             },
         ) as root:
-            answer = self._run(root, command, record.run_id)
+            answer = self._run(root, command, record.run_id, cancel)
         if record.status == "expired" and answer.exception is None:
             answer.exception = ApprovalInvalid(
                 f"approval {approval_id} expired before it was approved", hint="ask again to get a new approval"
             )
         return answer
 
-    def _run(self, root: Any, inputs: Any, thread_id: str) -> Answer:
+    def _run(self, root: Any, inputs: Any, thread_id: str, cancel: CancelToken | None) -> Answer:
         started = time.perf_counter()
         trace_id = trace_id_of(root)
         config = self._config(thread_id)
         error: KeelError | None = None
+        bound = current.set(cancel) if cancel is not None else None
         try:
             self.graph.invoke(inputs, config, durability=self.durability)  # type: ignore[arg-type]
-        except (LimitExceeded, BudgetExceeded) as exc:
+        except (LimitExceeded, BudgetExceeded, Cancelled) as exc:
             error = exc
         except GraphRecursionError:
             limit = self.deps.settings.limits.recursion_limit
             error = LimitExceeded("recursion_limit", limit, limit)
+        finally:
+            if bound is not None:
+                current.reset(bound)
         if error is not None:
             mark_error(root, error.message)
-            self.deps.audit("stopped", {"thread_id": thread_id, **error.to_dict()})
+            if isinstance(error, Cancelled):
+                self.deps.audit("cancelled", {"thread_id": thread_id, "reason": error.reason, **error.to_dict()})
+            else:
+                self.deps.audit("stopped", {"thread_id": thread_id, **error.to_dict()})
         values = self.graph.get_state(config).values
         answer = self._answer(values, thread_id, trace_id, started, error)
         set_attrs(

@@ -9,6 +9,8 @@ hands over to the next one (for streams: only before the first token).
 
 A call is charged once: only a response that arrived is priced; failed
 attempts carry no usage. Observers see one :class:`CallRecord` per attempt.
+A cancelled run (:mod:`keel._cancel`) makes no further attempt: no retry, no
+fallback, and so no reservation.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .._cancel import check_cancelled
 from ..config import GatewaySettings, Settings
 from ..errors import AllModelsFailed, CircuitOpen, ModelError, RateLimited
 from ..telemetry.spans import mark_error, model_span, set_model_response
@@ -196,6 +199,7 @@ class Gateway:
         attempt = 0
         while True:
             attempt += 1
+            check_cancelled()
             if not handle.breaker.allow():
                 raise CircuitOpen(handle.name, handle.breaker.retry_in())
             with model_span(handle.name, handle.provider.name, request, attempt) as span:
@@ -245,6 +249,7 @@ class Gateway:
         attempt = 0
         while True:
             attempt += 1
+            check_cancelled()
             if not handle.breaker.allow():
                 raise CircuitOpen(handle.name, handle.breaker.retry_in())
             with model_span(handle.name, handle.provider.name, request, attempt, current=False) as span:

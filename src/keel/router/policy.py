@@ -18,7 +18,7 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 from ..config import RouterSettings
-from ..errors import BudgetExceeded, LimitExceeded
+from ..errors import BudgetExceeded, Cancelled, LimitExceeded
 from .classifier import SoftmaxClassifier
 from .features import Featurizer
 from .rules import apply_rules
@@ -90,7 +90,7 @@ class Router:
     def _ask_judge(judge: Judge, question: str, label: str, p: float, scores: dict[str, float]) -> RouteDecision:
         try:
             judged, why = judge(question)
-        except (LimitExceeded, BudgetExceeded):
+        except (LimitExceeded, BudgetExceeded, Cancelled):
             raise
         except Exception as exc:  # a failing judge must not fail the request: keep the classifier's guess
             route, needs_kb = _from_label(label)

@@ -10,7 +10,9 @@ Streaming is honest about what it is: the quality guardrail must see the whole
 answer before any of it leaves, so the graph finishes first and the checked
 text is then sent as SSE chunks of a few words. While the graph runs, the
 stream carries the assistant role chunk and SSE comment heartbeats, so
-proxies and clients see a live connection. It is not token-by-token.
+proxies and clients see a live connection. It is not token-by-token. A client
+that closes the stream, like one that stops waiting for a plain response,
+cancels the run (see ``_timeout``).
 """
 
 from __future__ import annotations
@@ -26,14 +28,14 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Request
 from fastapi.responses import JSONResponse, StreamingResponse
-from starlette.concurrency import run_in_threadpool
 
-from ..errors import BudgetExceeded, InputError, KeelError, RequestTimeout
+from .._cancel import CancelToken
+from ..errors import BudgetExceeded, Cancelled, InputError, KeelError
 from ..graph import Answer
 from ._auth import Caller, CallerDep
 from ._errors import error_body, retry_after
 from ._schemas import ChatCompletionRequest, ChatMessage, OpenAIErrorOut
-from ._timeout import request_timeout_s, run_with_timeout
+from ._timeout import run_with_timeout
 
 __all__ = ["router"]
 
@@ -133,13 +135,12 @@ async def chat_completions(
     app = request.app.state.keel
     completion_id = "chatcmpl-" + uuid.uuid4().hex[:24]
 
-    def run() -> Answer:
-        return app.ask(question, **kwargs)  # type: ignore[no-any-return]
+    def run(cancel: CancelToken) -> Answer:
+        return app.ask(question, **kwargs, cancel=cancel)  # type: ignore[no-any-return]
 
     if body.stream:
         include_usage = bool(body.stream_options and body.stream_options.include_usage)
-        stream = _stream(run, completion_id, body.model, include_usage, request.url.path,
-                         request_timeout_s(request))
+        stream = _stream(request, run, completion_id, body.model, include_usage)
         headers = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
         return StreamingResponse(stream, media_type="text/event-stream", headers=headers)
     answer = await run_with_timeout(request, run)
@@ -171,9 +172,10 @@ def _sse(data: dict[str, Any] | str) -> str:
 
 
 async def _stream(
-    run: Any, completion_id: str, model: str, include_usage: bool, path: str, timeout_s: float
+    request: Request, run: Any, completion_id: str, model: str, include_usage: bool
 ) -> AsyncIterator[str]:
     created = int(time.time())
+    path = request.url.path
 
     def chunk(delta: dict[str, Any], finish: str | None = None, **extra: Any) -> str:
         choice = {"index": 0, "delta": delta, "finish_reason": finish, "logprobs": None}
@@ -181,20 +183,19 @@ async def _stream(
                      "system_fingerprint": None, "choices": [choice], **extra})
 
     yield chunk({"role": "assistant", "content": ""})
-    task = asyncio.ensure_future(run_in_threadpool(run))
-    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a client that left: no lost-error warning
-    deadline = time.monotonic() + timeout_s
-    while not task.done() and time.monotonic() < deadline:
-        done, _ = await asyncio.wait({task}, timeout=min(HEARTBEAT_S, max(0.0, deadline - time.monotonic())))
-        if not done and time.monotonic() < deadline:
-            yield ": keel is still working\n\n"
+    task = asyncio.ensure_future(run_with_timeout(request, run))  # the same timeout and client watch as JSON
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())  # a stream closed early: no lost-error warning
     try:
-        if not task.done():  # the run goes on in the background; its answer is dropped
-            log.warning("chat completion %s: no answer after %gs", completion_id, timeout_s)
-            raise RequestTimeout(timeout_s)
+        while True:
+            done, _ = await asyncio.wait((task,), timeout=HEARTBEAT_S)
+            if done:
+                break
+            yield ": keel is still working\n\n"
         answer: Answer = task.result()
         if isinstance(answer.exception, BudgetExceeded):
             raise answer.exception
+    except Cancelled:
+        return  # the client closed the stream: nobody to tell
     except KeelError as exc:
         wait = retry_after(exc)
         extra = {"status": exc.http_status, **({"retry_after": wait} if wait is not None else {})}
@@ -207,6 +208,8 @@ async def _stream(
                               "see the server log", status=500))
         yield _sse("[DONE]")
         return
+    finally:
+        task.cancel()  # still waiting here: the stream was closed, so run_with_timeout cancels the run
     for piece in pieces(_content(answer)):
         yield chunk({"content": piece})
     yield chunk({}, _finish_reason(answer), keel=_meta(answer))

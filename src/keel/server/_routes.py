@@ -75,10 +75,10 @@ async def ask(body: AskRequest, request: Request, who: CallerDep) -> JSONRespons
     """Answer a question through keel's graph: the Answer JSON with sources, route, cost and trace id.
 
     It runs as the API key's name and tenant; ``user`` and ``tenant`` may name others only with a
-    key made ``--act-as-any`` (else 403). 504 after ``server.request_timeout_s``."""
+    key made ``--act-as-any`` (else 403). 504 after ``server.request_timeout_s``, and the run stops."""
     app, user, tenant = keel_app(request), who.user_for(body.user), who.tenant_for(body.tenant)
-    answer = await run_with_timeout(
-        request, lambda: app.ask(body.question, kb=body.kb, session=body.session, user=user, tenant=tenant))
+    answer = await run_with_timeout(request, lambda cancel: app.ask(
+        body.question, kb=body.kb, session=body.session, user=user, tenant=tenant, cancel=cancel))
     return answer_response(answer)
 
 
@@ -114,7 +114,8 @@ def get_approval(approval_id: ApprovalId, request: Request, who: CallerDep) -> J
 async def approve(approval_id: ApprovalId, request: Request, who: CallerDep) -> JSONResponse:
     """Approve a paused tool call as the API key's owner; the run resumes and its answer is returned."""
     app = keel_app(request)
-    return answer_response(await run_with_timeout(request, lambda: app.approve(approval_id, by=who.approver)))
+    return answer_response(
+        await run_with_timeout(request, lambda cancel: app.approve(approval_id, by=who.approver, cancel=cancel)))
 
 
 @router.post("/approvals/{approval_id}/reject", responses={**_ANSWER_RESPONSES, **_errors(404)}, tags=["approvals"])
@@ -128,7 +129,8 @@ async def reject(
     reason = body.reason if body is not None else None
     app = keel_app(request)
     return answer_response(
-        await run_with_timeout(request, lambda: app.reject(approval_id, by=who.approver, reason=reason)))
+        await run_with_timeout(
+            request, lambda cancel: app.reject(approval_id, by=who.approver, reason=reason, cancel=cancel)))
 
 
 # -- feedback and traces ----------------------------------------------------------------------------
