@@ -185,7 +185,8 @@ def test_session_from_the_header_or_metadata_and_the_last_user_message(workspace
     real_ask = app.ask
 
     def spy(question, **kwargs):  # type: ignore[no-untyped-def]
-        seen.append({"question": question, **kwargs})
+        assert kwargs["cancel"].cancelled is False  # every run gets a token the server can set
+        seen.append({"question": question, **{k: v for k, v in kwargs.items() if k != "cancel"}})
         return real_ask(question, **kwargs)
 
     app.ask = spy  # type: ignore[method-assign]
