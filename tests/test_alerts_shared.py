@@ -27,7 +27,7 @@ from keel.telemetry.alerts import AlertManager, build_alerts
 from keel.telemetry.alerts_redis import BUCKETS, RedisAlertStore, SharedAlertManager
 from keel.telemetry.metrics import Metrics
 
-from .test_telemetry_alerts import _record, webhook  # noqa: F401  (webhook is a fixture)
+from .test_telemetry_alerts import _record, closing, wait_for, webhook  # noqa: F401  (fixtures)
 
 REDIS = "redis://127.0.0.1:6379/13"  # the tests' own database; each test's keys under its own prefix
 UNREACHABLE = "redis://127.0.0.1:1/0"  # nothing listens on port 1
@@ -59,12 +59,22 @@ class Clock:
 
 
 def replicas(
-    rules: list[AlertRule], prefix: str, clock: Callable[[], float], url: str | None = None, n: int = 2
+    rules: list[AlertRule],
+    prefix: str,
+    clock: Callable[[], float],
+    url: str | None = None,
+    n: int = 2,
+    recheck_s: float = 60.0,  # the tests that want re-checks ask for them
 ) -> list[SharedAlertManager]:
     """``n`` replicas' alert managers, each with its own Redis client and metrics."""
     return [
         SharedAlertManager(
-            rules, RedisAlertStore(REDIS, prefix=prefix), webhook_url=url, metrics=Metrics(), clock=clock
+            rules,
+            RedisAlertStore(REDIS, prefix=prefix),
+            webhook_url=url,
+            metrics=Metrics(),
+            clock=clock,
+            recheck_s=recheck_s,
         )
         for _ in range(n)
     ]
@@ -210,6 +220,108 @@ def test_windows_drop_old_buckets_and_expire_in_redis(prefix):
     assert sums(prefix + "window:60.0") == {"n": 2, "e": 2, "c": 1_000_000_000}  # the first call's bucket is gone
     assert 0 < client.pttl(prefix + "window:60.0") <= 61_000  # a quiet window expires
     assert client.get(prefix + "firing:spend") is None  # a rule that never fired has no flag
+    client.close()
+
+
+# -- re-checks: a breach resolves when the calls stop -------------------------------------------------
+
+
+@pytest.mark.scale
+def test_with_no_calls_two_replicas_send_one_resolved_once_the_window_passes(webhook, prefix, closing):  # noqa: F811
+    import redis
+
+    url, received = webhook
+    clock = Clock()
+    a, b = shared = replicas([SPEND], prefix, clock, url, recheck_s=0.01)
+    closing.extend(shared)
+    client = redis.Redis.from_url(REDIS)
+    window = prefix + "window:3600.0"
+    for i in range(14):  # $10.50 together, the 14th call (on b) crosses $10
+        clock.now += 1
+        shared[i % 2].observe(_record(0.75))
+    ttl = client.pttl(window)
+    wait_for(lambda: a.firing == {"spend": True})  # a follows the shared flag on a re-check, without a call
+    time.sleep(0.1)  # re-checks inside the window change nothing
+    wait_all(shared)
+    assert [(r["state"], r["value"]) for r in received] == [("firing", 10.5)]
+    assert 0 < client.pttl(window) < ttl  # re-checks read the window, never extend its life
+
+    clock.now += 3600 + 3600 / BUCKETS + 1  # no call since: the window has cleared
+    wait_for(lambda: len(received) == 2 and a.firing == b.firing == {"spend": False})
+    time.sleep(0.1)  # both keep re-checking: nothing more is sent
+    wait_all(shared)
+    assert [(r["alert"], r["state"], r["value"]) for r in received] == [
+        ("spend", "firing", 10.5),
+        ("spend", "resolved", 0.0),
+    ]
+    assert series(shared, 'keel_alerts_firing{rule="spend"}') == ["0.0", "0.0"]
+    assert client.get(prefix + "firing:spend") == b"0"
+    assert not client.exists(window)  # the re-checks dropped its old buckets
+    client.close()
+
+
+@pytest.mark.scale
+def test_a_redis_outage_during_re_checks_is_logged_once_and_they_resume(
+    webhook, prefix, closing, monkeypatch, caplog  # noqa: F811
+):
+    import redis
+
+    url, received = webhook
+    clock = Clock()
+    rule = AlertRule(name="calls", metric="calls", threshold=3, window_s=60)
+    [manager] = replicas([rule], prefix, clock, url, n=1, recheck_s=0.01)
+    closing.append(manager)
+    manager.store.retry_s = 0  # try Redis on every re-check
+    for _ in range(4):
+        manager.observe(_record())
+    wait_all([manager])
+    assert [r["state"] for r in received] == ["firing"]
+
+    real, attempts = manager.store._observe, []
+
+    def down(**kwargs: Any) -> Any:
+        attempts.append(1)
+        raise redis.ConnectionError("connection refused")
+
+    caplog.set_level(logging.INFO, logger="keel.alerts")
+    monkeypatch.setattr(manager.store, "_observe", down)
+    clock.now += 60 + 60 / BUCKETS + 1  # the window clears while Redis is down
+    wait_for(lambda: len(attempts) >= 5)  # several re-checks met the outage
+    thread = manager._rechecks
+    assert thread is not None and thread.is_alive()
+    assert manager.firing == {"calls": True} and [r["state"] for r in received] == ["firing"]
+
+    monkeypatch.setattr(manager.store, "_observe", real)
+    wait_for(lambda: len(received) == 2)
+    wait_all([manager])
+    assert manager.firing == {"calls": False}
+    assert [r["state"] for r in received] == ["firing", "resolved"]
+    messages = [r.getMessage() for r in caplog.records if "alert store" in r.getMessage()]
+    assert [m.split(",")[0] for m in messages] == [
+        f"alert store at {REDIS} unavailable",
+        f"alert store at {REDIS} is back",
+    ]
+    assert not [r for r in caplog.records if r.exc_info]  # the thread never failed
+    assert "keel_alert_checks_skipped_total 0.0" in manager.metrics.render().decode()  # re-checks are no calls
+
+
+@pytest.mark.scale
+def test_re_checks_of_a_quiet_store_write_nothing(prefix, closing):  # noqa: F811
+    import redis
+
+    [manager] = replicas([SPEND], prefix, Clock(), n=1, recheck_s=0.01)
+    closing.append(manager)
+    checks: list[Any] = []
+    real = manager.store.sums
+
+    def counted(*args: Any) -> Any:
+        checks.append(args)
+        return real(*args)
+
+    manager.store.sums = counted
+    wait_for(lambda: len(checks) >= 3)
+    client = redis.Redis.from_url(REDIS)
+    assert list(client.scan_iter(match=prefix + "*")) == []
     client.close()
 
 

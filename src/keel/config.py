@@ -168,11 +168,14 @@ class TelemetrySettings(_Strict):
     #: cost rows are accounting records and are kept
     trace_retention_days: float | None = Field(None, gt=0)
     audit: AuditSettings = AuditSettings()
-    #: alert rules, evaluated on every model call; sent to the log and to webhook_url
+    #: alert rules, evaluated on every model call (and while firing, every alerts_recheck_s);
+    #: sent to the log and to webhook_url
     alerts: list[AlertRule] = Field(default_factory=list)
     #: memory: each process alerts on its own calls; redis: the windows and firing state live in
     #: Redis at budgets.redis_url, summed over every replica, one notice per breach (scale mode)
     alerts_backend: Literal["memory", "redis"] = "memory"
+    #: a firing rule is also re-checked this often without calls, so it resolves when traffic stops
+    alerts_recheck_s: float = Field(5.0, gt=0)
     webhook_url: str | None = None
 
 

@@ -14,12 +14,20 @@ exactly one of them finds the old value different, and only it notifies.
 Notices therefore alternate firing, resolved, firing across all replicas.
 Each replica's ``keel_alerts_firing`` gauge follows the shared flag.
 
+Between calls, every replica's re-check thread (see :mod:`keel.telemetry.alerts`)
+runs the same script every ``telemetry.alerts_recheck_s`` seconds adding no call
+(and leaving the windows' expiry alone): a rule flagged firing whose window has
+cleared is set back with the same ``SET ... GET``, so "resolved" is sent once
+across the replicas when traffic stops, even if the replica that fired is gone.
+A re-check never starts a rule firing; only a call does.
+
 Bucket numbers come from each replica's clock: keep the clocks in sync (NTP).
 
 An unreachable Redis never fails a request: the call goes unchecked (counted in
 ``keel_alert_checks_skipped_total``), the outage is logged once, and the store is
 tried again at most every ``retry_s`` seconds, so a hung Redis slows at most one
-call per ``retry_s`` by ``timeout_s``.
+call per ``retry_s`` by ``timeout_s``. A re-check meeting an outage does nothing
+(the same single log line; it is no skipped call) and the thread carries on.
 """
 
 from __future__ import annotations
@@ -34,7 +42,7 @@ from typing import Any
 from .._redis import connect
 from ..config import AlertRule
 from ..models.gateway import CallRecord
-from .alerts import AlertManager, rule_value
+from .alerts import RECHECK_S, AlertManager, rule_value
 from .budgets import NANO, to_nano
 from .metrics import Metrics
 
@@ -44,21 +52,26 @@ log = logging.getLogger("keel.alerts")
 
 #: buckets per window: the window's edge is exact to 1/BUCKETS of its length
 BUCKETS = 60
+#: what one run of the window script sees: each window's (calls, errors, cost USD), each rule's flag
+Seen = tuple[list[tuple[int, int, float]], list[bool]]
 
 _OBSERVE_LUA = """
 -- KEYS: one hash per window, then one firing flag per rule
--- ARGV: cost (1e-9 USD), failed (0/1), then per window: current bucket, buckets per window, ttl ms
-local cost, failed = tonumber(ARGV[1]), tonumber(ARGV[2])
-local windows = (#ARGV - 2) / 3
+-- ARGV: cost (1e-9 USD), failed (0/1), add (1: count this call; 0: only read, as a re-check does),
+--       then per window: current bucket, buckets per window, ttl ms
+local cost, failed, add = tonumber(ARGV[1]), tonumber(ARGV[2]), ARGV[3] == '1'
+local windows = (#ARGV - 3) / 3
 local out = {}
 for w = 1, windows do
   local key = KEYS[w]
   -- the bucket's field names from its digits as sent: Lua would print a large number as 1e+14
-  local label, n, ttl = ARGV[3 * w], tonumber(ARGV[3 * w + 1]), ARGV[3 * w + 2]
+  local label, n, ttl = ARGV[3 * w + 1], tonumber(ARGV[3 * w + 2]), ARGV[3 * w + 3]
   local now = tonumber(label)
-  redis.call('HINCRBY', key, label .. ':n', 1)
-  if failed == 1 then redis.call('HINCRBY', key, label .. ':e', 1) end
-  if cost > 0 then redis.call('HINCRBY', key, label .. ':c', ARGV[1]) end
+  if add then
+    redis.call('HINCRBY', key, label .. ':n', 1)
+    if failed == 1 then redis.call('HINCRBY', key, label .. ':e', 1) end
+    if cost > 0 then redis.call('HINCRBY', key, label .. ':c', ARGV[1]) end
+  end
   local sums = {n = 0, e = 0, c = 0}
   local all = redis.call('HGETALL', key)
   for i = 1, #all, 2 do
@@ -69,7 +82,8 @@ for w = 1, windows do
       sums[kind] = sums[kind] + tonumber(all[i + 1])
     end
   end
-  redis.call('PEXPIRE', key, ttl)
+  -- only a call extends a window's life: re-checks must not keep a quiet window from expiring
+  if add then redis.call('PEXPIRE', key, ttl) end
   out[#out + 1] = sums.n
   out[#out + 1] = sums.e
   out[#out + 1] = sums.c
@@ -104,10 +118,16 @@ class RedisAlertStore:
 
     def observe(
         self, now: float, cost_usd: float, ok: bool, windows: list[float], rules: list[str]
-    ) -> tuple[list[tuple[int, int, float]], list[bool]] | None:
+    ) -> Seen | None:
         """Add one call to every window; its (calls, errors, cost USD) sums and every rule's flag.
         None while the store cannot be reached."""
-        args: list[Any] = [to_nano(cost_usd), 0 if ok else 1]
+        return self._window_script(now, [to_nano(cost_usd), 0 if ok else 1, 1], windows, rules)
+
+    def sums(self, now: float, windows: list[float], rules: list[str]) -> Seen | None:
+        """:meth:`observe` adding no call: every window's sums as of ``now`` and every rule's flag."""
+        return self._window_script(now, [0, 0, 0], windows, rules)
+
+    def _window_script(self, now: float, args: list[Any], windows: list[float], rules: list[str]) -> Seen | None:
         for span in windows:
             width = span / BUCKETS
             args += [math.floor(now / width), BUCKETS, math.ceil((span + width) * 1000)]
@@ -170,12 +190,16 @@ class SharedAlertManager(AlertManager):
         metrics: Metrics | None = None,
         clock: Callable[[], float] = time.time,
         timeout_s: float = 5.0,
+        recheck_s: float = RECHECK_S,
     ) -> None:
-        super().__init__(rules, webhook_url=webhook_url, metrics=metrics, clock=clock, timeout_s=timeout_s)
+        # before the base class starts the re-check thread, which uses them
         self.store = store
         self._spans = sorted({r.window_s for r in rules})
         self._span_of = [self._spans.index(r.window_s) for r in rules]
         self._names = [r.name for r in rules]
+        super().__init__(
+            rules, webhook_url=webhook_url, metrics=metrics, clock=clock, timeout_s=timeout_s, recheck_s=recheck_s
+        )
 
     def observe(self, record: CallRecord) -> None:
         """Gateway observer: add the call to the shared windows; notify if this replica changed a flag."""
@@ -183,30 +207,45 @@ class SharedAlertManager(AlertManager):
             return
         now = self.clock()
         seen = self.store.observe(now, record.cost_usd, record.ok, self._spans, self._names)
-        if seen is None:
+        if seen is None or not self._settle(seen, now, may_fire=True):
             self._skipped()
-            return
+
+    def recheck(self) -> None:
+        """Re-evaluate the rules firing on any replica against the shared windows as of now, adding no
+        call; the first replica to find one cleared sends "resolved" (the others follow). Every
+        replica re-checks, whether or not it saw the rule fire, so its gauge follows the shared flag
+        and a rule resolves even when the replica that fired it is gone. While Redis is down it
+        does nothing (the store logs the outage once)."""
+        now = self.clock()
+        seen = self.store.sums(now, self._spans, self._names)
+        if seen is not None:
+            self._settle(seen, now, may_fire=False)
+
+    def _settle(self, seen: Seen, now: float, *, may_fire: bool) -> bool:
+        """Compare each rule with its window's sums and change the shared flags that differ (a
+        re-check, ``may_fire`` False, only lowers them); notify where this replica changed one.
+        False when the flags could not be changed (the store is down)."""
         sums, flags = seen
         changes = []
         for rule, span, flag in zip(self.rules, self._span_of, flags, strict=True):
             value = rule_value(rule, *sums[span])
             holds = value is not None and value > rule.threshold
-            if holds != flag:
+            if holds != flag and (flag or may_fire):
                 changes.append((rule, holds, value))
             else:
                 self._follow(rule, flag)
         if not changes:
-            return
+            return True
         won = self.store.flip([(rule.name, holds) for rule, holds, _ in changes])
         if won is None:
-            self._skipped()
-            return
+            return False
         for (rule, holds, value), mine in zip(changes, won, strict=True):
             if mine:
                 self.firing[rule.name] = holds
                 self._notify(rule, holds, value or 0.0, now)
             else:  # another replica changed it first, to the same state
                 self._follow(rule, holds)
+        return True
 
     def _follow(self, rule: AlertRule, firing: bool) -> None:
         """Show the shared state of ``rule`` in this replica (``firing``, the gauge) without notifying."""
@@ -218,3 +257,7 @@ class SharedAlertManager(AlertManager):
     def _skipped(self) -> None:
         if self.metrics is not None:
             self.metrics.alert_checks_skipped.inc()
+
+    def _after_fork(self) -> None:
+        self.store._guard = threading.Lock()
+        super()._after_fork()
