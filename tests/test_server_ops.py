@@ -202,3 +202,14 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits(tmp_path: Path) -> N
     response = result["response"]
     assert response.status_code == 200 and response.json()["status"] == "answered", (response.text, output)
     assert "Application shutdown complete" in output and "Traceback" not in output, output  # workers, telemetry
+
+
+def test_shutdown_writes_what_is_queued_and_stops_the_alert_rechecks(workspace: Path) -> None:
+    rule = {"name": "spend", "metric": "cost_usd", "threshold": 10.0, "window_s": 3600}
+    app = scripted_app(telemetry={"alerts": [rule]})
+    with TestClient(create_app(app, workers=False)) as client:
+        asked = client.post("/v1/ask", json={"question": "What is Python?"}).json()
+        rechecks = app.telemetry.alerts._rechecks
+        assert rechecks is not None and rechecks.is_alive()
+    assert not rechecks.is_alive()  # the server's shutdown closed the telemetry
+    assert [t.trace_id for t in app.telemetry.traces.list()] == [asked["trace_id"]]

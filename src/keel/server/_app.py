@@ -53,7 +53,7 @@ def _lifespan(keel: App, workers: bool):  # type: ignore[no-untyped-def]
             if "jobs" in keel.__dict__:
                 keel.jobs.stop()
             if "telemetry" in keel.__dict__:
-                keel.telemetry.flush()  # spans, cost rows and audit records still queued
+                keel.telemetry.close()  # spans, cost rows and audit records still queued; alert re-checks
 
     return lifespan
 

@@ -124,6 +124,11 @@ class Telemetry:
             gateway.observers.append(self.observe)
         return gateway
 
+    def close(self) -> None:
+        """At shutdown: write everything queued and stop the alert re-check thread (after its webhooks)."""
+        self.flush()
+        self.alerts.close()
+
     def flush(self) -> None:
         """Write everything queued (spans, cost rows, audit records) and wait for alert webhooks."""
         from opentelemetry import trace
