@@ -111,6 +111,40 @@ def test_the_gateway_makes_no_retry_or_fallback_for_a_cancelled_run(home: Path) 
     assert len(uncancelled.provider.requests) > 1  # the retries that a cancelled run does not make
 
 
+def test_a_run_waiting_to_retry_wakes_when_cancelled(home: Path) -> None:
+    import threading
+    import time
+
+    token = CancelToken()
+    waiting = threading.Event()
+
+    def failing(request: Any) -> Any:
+        waiting.set()
+        return ModelUnavailable("the endpoint is down", model="fake")  # retryable: the gateway waits, then retries
+
+    h = Harness(home, {"agent_step": failing})
+    h.gateway.settings = h.gateway.settings.model_copy(update={"backoff_base_s": 30.0, "backoff_max_s": 30.0})
+    h.gateway._rng = type("Longest", (), {"uniform": staticmethod(lambda low, high: high)})()  # a 30 s wait
+    threading.Thread(target=lambda: (waiting.wait(10), time.sleep(0.2), token.cancel("client_gone"))).start()
+    started = time.monotonic()
+    answer = h.runtime.ask(LOOP, cancel=token)
+    assert time.monotonic() - started < 10  # not the 30 s backoff
+    assert answer.error["error"] == "cancelled" and len(h.provider.requests) == 1  # type: ignore[index]
+
+
+def test_the_token_wait_is_woken_by_a_cancel_from_another_thread() -> None:
+    import threading
+    import time
+
+    token = CancelToken()
+    threading.Timer(0.1, token.cancel, args=("timeout",)).start()
+    started = time.monotonic()
+    token.wait(30)
+    assert time.monotonic() - started < 10 and token.reason == "timeout"
+    token.wait(30)  # already cancelled: returns at once
+    assert time.monotonic() - started < 10
+
+
 def test_the_router_lets_a_cancellation_through_its_judge(home: Path) -> None:
     h = Harness(home, {}, router={"judge_below": 1.0})
 

@@ -13,27 +13,41 @@ argument; a check is one context-variable read and one attribute read.
 
 from __future__ import annotations
 
+import threading
+import time
 from contextvars import ContextVar
 
 from .errors import Cancelled
 
-__all__ = ["CancelToken", "cancel_requested", "check_cancelled", "current"]
+__all__ = ["CancelToken", "cancel_requested", "check_cancelled", "current", "sleep"]
 
 
 class CancelToken:
     """Set once, from any thread (``cancel(reason)``); the run it was given to then stops with
     :class:`~keel.errors.Cancelled` at its next safe point. A token that is never set costs nothing."""
 
-    __slots__ = ("reason",)
+    __slots__ = ("_woken", "reason")
 
     def __init__(self) -> None:
         #: None until cancelled; then why ("timeout", "client_gone", or the caller's words)
         self.reason: str | None = None
+        self._woken: threading.Event | None = None  # made by the first wait(): most runs never wait
 
     def cancel(self, reason: str = "cancelled") -> None:
-        """Ask the run to stop; the first reason given is kept."""
+        """Ask the run to stop; the first reason given is kept. Wakes a run waiting in :meth:`wait`."""
         if self.reason is None:
             self.reason = reason
+        woken = self._woken  # read after the reason is set: see wait()
+        if woken is not None:
+            woken.set()
+
+    def wait(self, seconds: float) -> None:
+        """Sleep up to ``seconds``, less if the token is set meanwhile."""
+        woken = self._woken
+        if woken is None:
+            woken = self._woken = threading.Event()
+        if self.reason is None:  # checked after the event exists, so a cancel() now still wakes us
+            woken.wait(seconds)
 
     @property
     def cancelled(self) -> bool:
@@ -52,6 +66,15 @@ def check_cancelled() -> None:
     token = current.get()
     if token is not None and token.reason is not None:
         raise Cancelled(token.reason)
+
+
+def sleep(seconds: float) -> None:
+    """``time.sleep`` that a cancelled run wakes from (the gateway's wait between retries)."""
+    token = current.get()
+    if token is None:
+        time.sleep(seconds)
+    else:
+        token.wait(seconds)
 
 
 def cancel_requested() -> bool:

@@ -22,6 +22,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from .. import _cancel
 from .._cancel import check_cancelled
 from ..config import GatewaySettings, Settings
 from ..errors import AllModelsFailed, CircuitOpen, ModelError, RateLimited
@@ -86,7 +87,7 @@ class Gateway:
         *,
         cache: ResponseCache | None = None,
         budget: BudgetHook | None = None,
-        sleep: Callable[[float], None] = time.sleep,
+        sleep: Callable[[float], None] = _cancel.sleep,  # a cancelled run stops waiting to retry
         rng: random.Random | None = None,
     ) -> None:
         self.settings = settings
