@@ -66,6 +66,16 @@ def pg_url():  # type: ignore[no-untyped-def]
 
 
 @pytest.fixture
+def hung_redis():  # type: ignore[no-untyped-def]
+    """A port that accepts connections and never answers (a Redis that hangs)."""
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(16)
+    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
+    server.close()
+
+
+@pytest.fixture
 def workspace(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     """The workspace folder of the server tests' scripted App (tests that need none define their own)."""
     from .test_server_api import make_workspace

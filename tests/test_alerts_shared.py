@@ -8,7 +8,6 @@ injectable clock moves the windows; the webhook receiver is the alert tests' loc
 from __future__ import annotations
 
 import logging
-import socket
 import threading
 import time
 import uuid
@@ -271,7 +270,7 @@ def test_a_redis_outage_during_re_checks_is_logged_once_and_they_resume(
     rule = AlertRule(name="calls", metric="calls", threshold=3, window_s=60)
     [manager] = replicas([rule], prefix, clock, url, n=1, recheck_s=0.01)
     closing.append(manager)
-    manager.store.retry_s = 0  # try Redis on every re-check
+    manager.store.outage.retry_s = 0  # try Redis on every re-check
     for _ in range(4):
         manager.observe(_record())
     wait_all([manager])
@@ -398,16 +397,6 @@ def test_an_unreachable_redis_never_fails_a_call_and_is_logged_once(caplog):
     assert app.telemetry.alerts.firing == {"errs": False}
 
 
-@pytest.fixture
-def hung_redis() -> Iterator[str]:
-    """A port that accepts connections and never answers (a Redis that hangs)."""
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(16)
-    yield f"redis://127.0.0.1:{server.getsockname()[1]}/0"
-    server.close()
-
-
 def test_a_hung_redis_slows_one_call_per_retry_interval_not_every_call(hung_redis, caplog):
     store = RedisAlertStore(hung_redis, timeout_s=0.2, retry_s=60)
     manager = SharedAlertManager([SPEND], store, metrics=Metrics())
@@ -428,7 +417,7 @@ def test_an_outage_is_logged_once_and_its_end_once_then_checks_resume(prefix, mo
 
     clock = Clock()
     [manager] = replicas([AlertRule(name="calls", metric="calls", threshold=3, window_s=60)], prefix, clock, n=1)
-    manager.store.retry_s = 0  # try Redis on every call, so the outage's end is seen at once
+    manager.store.outage.retry_s = 0  # try Redis on every call, so the outage's end is seen at once
     real = manager.store._observe
     down = [True]
 

@@ -19,7 +19,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
-from .._redis import connect
+from .._redis import Outage, connect
 from .._sqlite import ThreadConnections
 from .base import ChatResponse, ToolCall, Usage
 
@@ -89,24 +89,26 @@ class SQLiteCache:
 class RedisCache:
     """The same cache on Redis, shared by every replica and worker; entries expire after ``ttl_s``."""
 
-    def __init__(self, url: str, ttl_s: float | None = None, prefix: str = "keel:cache:") -> None:
-        self._redis, self._errors = connect(url, setting="gateway.cache.redis_url", timeout_s=2)
+    def __init__(self, url: str, ttl_s: float | None = None, prefix: str = "keel:cache:", *,
+                 timeout_s: float = 2.0, retry_s: float = 5.0) -> None:
+        self._redis, self._errors = connect(url, setting="gateway.cache.redis_url", timeout_s=timeout_s)
         self.url = url
         self.ttl_s = ttl_s
         self.prefix = prefix
-        self._down = False
+        #: while the cache is down it is skipped without trying, but for one try every retry_s
+        self.outage = Outage(retry_s)
 
     def _call(self, fn: Any, *args: Any, **kwargs: Any) -> Any:
+        if self.outage.skip():
+            return None
         try:
             result = fn(*args, **kwargs)
         except self._errors as exc:
-            if not self._down:
+            if self.outage.failed():
                 log.warning("response cache at %s unavailable, calling models uncached: %s", self.url, exc)
-            self._down = True
             return None
-        if self._down:
+        if self.outage.recovered():
             log.warning("response cache at %s is back", self.url)
-        self._down = False
         return result
 
     def get(self, key: str) -> ChatResponse | None:

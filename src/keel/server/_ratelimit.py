@@ -25,7 +25,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._redis import connect
+from .._redis import Outage, connect
 from .._sqlite import ThreadConnections
 from ..config import RateLimitSettings, Settings
 from ..errors import RateLimitExceeded
@@ -77,17 +77,27 @@ class SQLiteWindows:
 class RedisWindows:
     """One Redis counter per caller and minute, expiring after its window."""
 
-    def __init__(self, url: str, *, prefix: str = "") -> None:
-        self.client = connect(url, setting="server.rate_limit.redis_url", timeout_s=1).client
+    def __init__(self, url: str, *, prefix: str = "", timeout_s: float = 1.0, retry_s: float = 5.0) -> None:
+        self.client, self._errors = connect(url, setting="server.rate_limit.redis_url", timeout_s=timeout_s)
         self.url = url
         self.prefix = prefix
+        #: after a failure the store is not tried for retry_s: requests go through without waiting on it
+        self.outage = Outage(retry_s)
 
     def hit(self, key: str, now: float, expires_at: float) -> int:
+        if self.outage.skip():
+            raise ConnectionError(f"the rate limit store at {self.url} is down (tried again every "
+                                  f"{self.outage.retry_s:g}s)")
         ttl = max(1, math.ceil(expires_at - now))
         pipe = self.client.pipeline(transaction=True)
         pipe.incr(self.prefix + key)
         pipe.expire(self.prefix + key, ttl)
-        count, _ = pipe.execute()
+        try:
+            count, _ = pipe.execute()
+        except self._errors:
+            self.outage.failed()
+            raise
+        self.outage.recovered()
         return int(count)
 
 

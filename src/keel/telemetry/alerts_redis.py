@@ -34,12 +34,11 @@ from __future__ import annotations
 
 import logging
 import math
-import threading
 import time
 from collections.abc import Callable
 from typing import Any
 
-from .._redis import connect
+from .._redis import Outage, connect
 from ..config import AlertRule
 from ..models.gateway import CallRecord
 from .alerts import RECHECK_S, AlertManager, rule_value
@@ -104,11 +103,8 @@ class RedisAlertStore:
         )
         self.url = url
         self.prefix = prefix
-        self.retry_s = retry_s
+        self.outage = Outage(retry_s)
         self._observe = self.client.register_script(_OBSERVE_LUA)
-        self._down = False
-        self._retry_at = 0.0
-        self._guard = threading.Lock()
 
     def window_key(self, window_s: float) -> str:
         return f"{self.prefix}window:{window_s!r}"
@@ -154,27 +150,21 @@ class RedisAlertStore:
 
     def _call(self, fn: Callable[[], Any]) -> Any:
         """``fn()``, or None without trying while the store is down (tried again every ``retry_s``)."""
-        if self._retry_at and time.monotonic() < self._retry_at:
+        if self.outage.skip():
             return None
         try:
             result = fn()
         except self._errors as exc:
-            with self._guard:
-                self._retry_at = time.monotonic() + self.retry_s
-                if not self._down:
-                    self._down = True
-                    log.error(
-                        "alert store at %s unavailable, model calls are not checked against alert "
-                        "rules until it is back: %s",
-                        self.url,
-                        exc,
-                    )
+            if self.outage.failed():
+                log.error(
+                    "alert store at %s unavailable, model calls are not checked against alert "
+                    "rules until it is back: %s",
+                    self.url,
+                    exc,
+                )
             return None
-        if self._down:
-            with self._guard:
-                if self._down:
-                    self._down, self._retry_at = False, 0.0
-                    log.warning("alert store at %s is back, alert rules are checked again", self.url)
+        if self.outage.recovered():
+            log.warning("alert store at %s is back, alert rules are checked again", self.url)
         return result
 
 
@@ -259,5 +249,5 @@ class SharedAlertManager(AlertManager):
             self.metrics.alert_checks_skipped.inc()
 
     def _after_fork(self) -> None:
-        self.store._guard = threading.Lock()
+        self.store.outage = Outage(self.store.outage.retry_s)  # a lock held at fork stays held in the child
         super()._after_fork()

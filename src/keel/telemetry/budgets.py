@@ -15,6 +15,7 @@ on one machine) and Redis (one Lua script: atomic across every replica).
 
 from __future__ import annotations
 
+import logging
 import sqlite3
 import uuid
 from collections.abc import Callable, Mapping
@@ -23,7 +24,7 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
-from .._redis import connect
+from .._redis import Outage, connect
 from .._sqlite import ThreadConnections
 from ..config import BudgetLimit, Settings
 from ..errors import BudgetExceeded, ConfigError, RunError
@@ -31,6 +32,7 @@ from ..models.gateway import BudgetHook, NoBudget
 
 __all__ = ["Budgets", "RedisCounters", "Reservation", "SQLiteCounters", "build_budgets", "window"]
 
+log = logging.getLogger("keel.budgets")
 NANO = 1_000_000_000
 _SCOPE_KEYS = {"request": "request_id", "session": "session_id", "user": "user_id", "tenant": "tenant_id"}
 
@@ -310,23 +312,39 @@ class RedisCounters:
     """Counters in Redis hashes; a Lua script makes check-and-reserve atomic for all replicas.
 
     An unreachable Redis fails closed: the call is refused (RunError), never made unbudgeted.
+    After a failure calls are refused at once for ``retry_s`` seconds (:class:`~keel._redis.Outage`),
+    so a hung Redis costs one timeout per ``retry_s``, not one per call.
     """
 
-    def __init__(self, url: str, *, prefix: str = "") -> None:
-        self.client, self._errors = connect(url, setting="budgets.redis_url", timeout_s=5)
+    def __init__(self, url: str, *, prefix: str = "", timeout_s: float = 5.0, retry_s: float = 5.0) -> None:
+        self.client, self._errors = connect(url, setting="budgets.redis_url", timeout_s=timeout_s)
         self.url = url
         self.prefix = prefix
+        self.outage = Outage(retry_s)
+        self._last_error = ""
         self._reserve = self.client.register_script(_RESERVE_LUA)
         self._settle = self.client.register_script(_SETTLE_LUA)
 
     def _run(self, fn: Callable[..., Any], **kwargs: Any) -> Any:
+        if self.outage.skip():
+            raise self._unreachable(f"{self._last_error} (not retried for {self.outage.retry_s:g}s)")
         try:
-            return fn(**kwargs)
+            result = fn(**kwargs)
         except self._errors as exc:
-            raise RunError(
-                f"the budget store at {self.url} cannot be reached: {exc}",
-                hint="start Redis or fix budgets.redis_url; calls are refused until then",
-            ) from None
+            self._last_error = str(exc)
+            if self.outage.failed():
+                log.error("budget store at %s unavailable, model calls are refused until it is back: %s",
+                          self.url, exc)
+            raise self._unreachable(str(exc)) from None
+        if self.outage.recovered():
+            log.warning("budget store at %s is back", self.url)
+        return result
+
+    def _unreachable(self, why: str) -> RunError:
+        return RunError(
+            f"the budget store at {self.url} cannot be reached: {why}",
+            hint="start Redis or fix budgets.redis_url; calls are refused until then",
+        )
 
     def _keys(self, checks: tuple[Check, ...]) -> list[str]:
         return [k for c in checks for k in (self.prefix + c.key, self.prefix + c.key + ":leases")]
