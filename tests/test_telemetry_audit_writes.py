@@ -99,8 +99,12 @@ def test_values_the_two_encoders_write_differently_take_the_standard_librarys_wa
 def test_nan_is_refused_on_the_fast_path_too(url):
     ledger = AuditLedger(open_engine(url))
     assert _canonical_fast({"v": 1e-4, "w": None}) == '{"v":0.0001,"w":null}'
-    with pytest.raises(InputError, match="NaN"):
-        ledger("route", {"score": float("nan"), "hint": None})
+    for data in ({"score": float("nan"), "hint": None}, {"scores": [0.5, float("inf")], "hint": None},
+                 {"deep": {"pair": (None, float("-inf"))}}):
+        with pytest.raises(InputError, match="NaN"):
+            ledger("route", data)
+    ledger("route", {"hint": None, "scores": [0.5, {"x": 1.0}]})  # a null that was None is fine
+    assert [r.data["scores"] for r in ledger.records()] == [[0.5, {"x": 1.0}]]
 
 
 def test_queued_records_are_on_disk_only_after_a_flush_and_records_flushes(url, no_background_writer):

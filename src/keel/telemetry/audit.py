@@ -40,6 +40,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import json
+import math
 import os
 import threading
 import time
@@ -104,9 +105,21 @@ def _canonical_fast(value: dict[str, Any]) -> str | None:
         return None
     if b"e-" in out or b"0.0000" in out:
         return None
-    if b"null" in out:
-        _SNAPSHOT.encode(value)  # raises ValueError on NaN/infinity, which orjson wrote as null
+    if b"null" in out and not _finite(value):  # orjson wrote NaN or infinity as null
+        raise ValueError("Out of range float values are not JSON compliant")
     return out.decode()
+
+
+def _finite(value: Any) -> bool:
+    """Whether no float in ``value`` is NaN or infinite. Only exact floats: orjson hands float
+    subclasses to ``default=str``, so they cannot have become null."""
+    if type(value) is float:
+        return math.isfinite(value)
+    if isinstance(value, dict):
+        return all(_finite(v) for v in value.values())
+    if isinstance(value, list | tuple):
+        return all(_finite(v) for v in value)
+    return True
 
 
 def timestamp(when: datetime) -> str:
