@@ -6,6 +6,7 @@ Vectors live in the embedded Chroma unless a test is about replicas, which share
 
 from __future__ import annotations
 
+import math
 import sys
 import textwrap
 import threading
@@ -16,14 +17,17 @@ from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from keel import App
 from keel.config import KnowledgeSettings, load_settings
 from keel.errors import ConfigError, MissingDependency, RetrievalError
-from keel.knowledge import Document, IngestReport, KnowledgeBase, demo_documents
+from keel.knowledge import Document, IngestReport, KnowledgeBase, catalog_pg, demo_documents
 from keel.knowledge.catalog import Catalog, catalog_url
 from keel.knowledge.catalog_pg import PgCatalog
-from keel.knowledge.chunking import Chunk
+from keel.knowledge.chunking import Chunk, chunk_document
 from keel.knowledge.testing import HashEmbedder
 
 from .chroma_fixtures import chroma_server, free_port
@@ -158,6 +162,240 @@ def test_words_common_in_a_big_knowledge_base_are_left_out_alike(tmp_path: Path,
                     "Calibration needs the blue screwdriver.")
 
 
+# -- keyword search: fast, and the same results -----------------------------------------------------
+
+
+def assert_counts_match_rows(catalog: PgCatalog) -> None:
+    """The word counts keyword search reads (kept by a trigger) are those of the chunk rows."""
+    with catalog._engine.connect() as conn:
+        kept = conn.exec_driver_sql("SELECT kb, lexeme, chunks FROM kb_terms WHERE chunks <> 0").all()
+        counted = conn.exec_driver_sql("SELECT kb, lexeme, COUNT(*) FROM kb_chunks,"
+                                       " unnest(tsvector_to_array(tsv)) lexeme GROUP BY kb, lexeme").all()
+    assert sorted(kept) == sorted(counted)
+
+
+def exhaustive(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make keyword search score every match in one query (no MaxScore): the reference it must equal."""
+    monkeypatch.setattr(catalog_pg, "_top", lambda best, df, idf, n: best(catalog_pg._any(list(idf)), []))
+
+
+QUESTIONS = ["What does the global statement do?", "with statement context manager", "lambda expressions",
+             "operator precedence", "nonlocal", "string literal prefixes raw bytes", "comparison chaining",
+             "try finally clause", "integer literals underscores", "await expression",
+             "How do I write a function that can pause while waiting on the network?",
+             "Which attributes tell me the name of a class or the module where a function was defined?",
+             "What happens when I put two names separated by a comma on the left of an equals sign?",
+             "name binding scope class function module statement expression"]
+
+
+@pytest.mark.parametrize("prune_from", [5000, 50])  # 50: words in > 10% of chunks are left out, as at 100k
+def test_keyword_search_skips_chunks_and_finds_the_top_of_scoring_every_match(
+        pg_url: str, prune_from: int, monkeypatch: pytest.MonkeyPatch) -> None:
+    """MaxScore leaves unread the chunks that cannot place; the result is exactly the top of scoring them all."""
+    from keel.knowledge import catalog
+
+    monkeypatch.setattr(catalog, "PRUNE_FROM_CHUNKS", prune_from)
+    skipped: list[bool] = []  # per search: were the chunks of some word, holding no rarer one, left unread?
+    maxscore = catalog_pg._top
+
+    def top(best, df, idf, n):  # type: ignore[no-untyped-def]
+        alone: set[str] = set()
+
+        def spy(match: str, seen: list[str]) -> list[tuple[str, float]]:
+            if " & " not in match:
+                alone.update(w.strip("'") for w in match.split(" | "))
+            return best(match, seen)
+
+        hits = maxscore(spy, df, idf, n)
+        skipped.append(alone != set(idf))
+        return hits
+
+    monkeypatch.setattr(catalog_pg, "_top", top)
+    pg = PgCatalog(pg_url)
+    try:
+        for doc in demo_documents():
+            chunks = chunk_document(doc, size=120, overlap=20, count=lambda t: len(t.split()))
+            pg.replace_document("default", doc, chunks, [{"uri": doc.uri}] * len(chunks), version="1")
+        where = {"uri": {"$in": ["pydoc:global", "pydoc:nonlocal", "pydoc:class", "pydoc:function"]}}
+        searches = [(q, n, w) for q in QUESTIONS for n in (1, 5, 50) for w in (None, where)]
+        ours = [pg.keyword_search("default", q, n, w) for q, n, w in searches]
+        assert all(hits for hits, (_, _, w) in zip(ours, searches, strict=True) if w is None)
+        assert sum(skipped) >= 5  # (of 84; most where no word is pruned: 25 of 84)
+        exhaustive(monkeypatch)
+        assert ours == [pg.keyword_search("default", q, n, w) for q, n, w in searches]
+    finally:
+        pg.close()
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.data())
+def test_maxscore_equals_scoring_every_match(data: st.DataObject) -> None:
+    """_top against a corpus in memory: any words, frequencies, lengths and n give the exhaustive top n."""
+    vocabulary = [f"w{i}" for i in range(data.draw(st.integers(1, 9)))]
+    chunks = data.draw(st.lists(st.tuples(
+        st.dictionaries(st.sampled_from(vocabulary), st.integers(1, 40), min_size=1),
+        st.integers(1, 300)), min_size=1, max_size=60))
+    total = len(chunks) + data.draw(st.integers(0, 200))  # the knowledge base has chunks matching no word too
+    df = {w: n for w in vocabulary if (n := sum(w in tfs for tfs, _ in chunks))}
+    idf = {w: max(1e-6, math.log((total - n + 0.5) / (n + 0.5))) for w, n in df.items()}
+    avg = data.draw(st.floats(20, 200))
+
+    def score(tfs: dict[str, int], length: int) -> float:
+        return sum(idf[w] * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * length / avg)) for w, tf in tfs.items())
+
+    n = data.draw(st.integers(1, 12))
+    calls: list[str] = []
+
+    def best(match: str, seen: list[str]) -> list[tuple[str, float]]:
+        """What the database answers (``match`` as _top writes it: ORs of ANDs of quoted words)."""
+        calls.append(match)
+        sets = [[w.strip("'") for w in part.strip("()").split(" & ")] for part in match.split(" | ")]
+        hits = [(f"c{i:03}", score(tfs, length)) for i, (tfs, length) in enumerate(chunks)
+                if any(all(w in tfs for w in words) for words in sets) and not any(w in tfs for w in seen)]
+        return sorted(hits, key=lambda hit: (-hit[1], hit[0]))[:n]
+
+    expected = best(catalog_pg._any(list(idf)), [])
+    calls.clear()
+    batch = data.draw(st.sampled_from([0, 5, catalog_pg._BATCH]))  # 0: a query per word (a big knowledge base)
+    assert catalog_pg._top(best, df, idf, n, batch) == expected
+    assert len(calls) <= len(idf)
+
+
+def test_a_search_reads_only_its_own_knowledge_base(pg_url: str) -> None:
+    """Another knowledge base full of the same words changes nothing in a search's results and scores, and
+    the condition the keyword index answers for a search holds for its own knowledge base's chunks only."""
+    pg = PgCatalog(pg_url)
+    small = Document("mem:small", "Small", [], "", "text")
+    texts = ["lanterns light the harbour path", "paper lanterns float on the river", "the harbour at dusk"]
+    pg.replace_document("small", small, [Chunk(f"s{i}", small.doc_id, i, t, None, None, 5)
+                                         for i, t in enumerate(texts)], [{}] * 3, version="1")
+    queries = ["lanterns", "harbour lanterns river", "dusk path"]
+    alone = [pg.keyword_search("small", q, 10) for q in queries]
+    for d in range(20):  # 600 chunks elsewhere, every one holding the small knowledge base's words
+        doc = Document(f"mem:big{d}", f"Big {d}", [], "", "text")
+        chunks = [Chunk(f"b{d}-{i}", doc.doc_id, i, f"{texts[i % 3]} and lanterns {i}", None, None, 7)
+                  for i in range(30)]
+        pg.replace_document("big", doc, chunks, [{}] * 30, version="1")
+    statements: list[str] = []
+
+    def record(conn, cursor, statement, *rest):  # type: ignore[no-untyped-def]
+        statements.append(statement)
+
+    sa.event.listen(pg._engine, "before_cursor_execute", record)
+    try:
+        assert [pg.keyword_search("small", q, 10) for q in queries] == alone
+        assert {c for c, _ in alone[1]} == {"s0", "s1", "s2"}
+        assert len(pg.keyword_search("big", "lanterns", 1000)) == 600
+        reading = [s for s in statements if "FROM kb_chunks" in s]
+        assert reading and all(f"{catalog_pg._SEARCHED} @@" in s for s in reading)
+        select = ("SELECT c.id FROM kb_chunks c"
+                  f" WHERE {catalog_pg._SEARCHED} @@ (CAST(%(match)s AS tsquery) && {catalog_pg._KB_QUERY})")
+        params = {"match": "'lantern' | 'harbour' | 'dusk'", "kb": "small"}
+        with pg._engine.begin() as conn:
+            conn.exec_driver_sql("SET LOCAL enable_seqscan = off")  # as at a size where the planner uses it
+            assert sorted(conn.exec_driver_sql(select, params).scalars()) == ["s0", "s1", "s2"]
+            plan = conn.exec_driver_sql("EXPLAIN (ANALYZE, FORMAT JSON) " + select, params).scalar()
+        index_scan = plan[0]["Plan"]["Plans"][0]  # what the index handed over: those three, none of the 600
+        assert (index_scan["Index Name"], index_scan["Actual Rows"]) == ("kb_chunks_search", 3)
+    finally:
+        sa.event.remove(pg._engine, "before_cursor_execute", record)
+        pg.close()
+
+
+# the DDL of the first PostgreSQL catalog (commit 4988ffd), to check that opening one upgrades it
+_FIRST_SCHEMA = [
+    """CREATE TABLE kb_documents (
+        kb TEXT NOT NULL, doc_id TEXT NOT NULL, uri TEXT NOT NULL, title TEXT NOT NULL, kind TEXT NOT NULL,
+        content_hash TEXT NOT NULL, pages INTEGER NOT NULL, chunks INTEGER NOT NULL,
+        ingested_at DOUBLE PRECISION NOT NULL, metadata JSONB NOT NULL DEFAULT '{}', PRIMARY KEY (kb, doc_id))""",
+    """CREATE TABLE kb_chunks (
+        kb TEXT NOT NULL, id TEXT NOT NULL, doc_id TEXT NOT NULL, position INTEGER NOT NULL, page INTEGER,
+        heading TEXT, text TEXT NOT NULL, indexed TEXT NOT NULL, metadata JSONB NOT NULL,
+        tsv TSVECTOR GENERATED ALWAYS AS (to_tsvector('english', indexed)) STORED,
+        tokens INTEGER GENERATED ALWAYS AS (array_length(regexp_split_to_array(indexed, '\\W+'), 1)) STORED,
+        PRIMARY KEY (kb, id))""",
+    "CREATE INDEX kb_chunks_doc ON kb_chunks (kb, doc_id)",
+    "CREATE INDEX kb_chunks_tsv ON kb_chunks USING GIN (tsv)",
+    """CREATE TABLE kb_pending (kb TEXT NOT NULL, doc_id TEXT NOT NULL,
+        started_at DOUBLE PRECISION NOT NULL, PRIMARY KEY (kb, doc_id))""",
+    """CREATE TABLE kb_stats (kb TEXT PRIMARY KEY, chunks BIGINT NOT NULL, tokens BIGINT NOT NULL)""",
+]
+
+
+def test_a_catalog_of_the_first_version_is_upgraded_when_opened(pg_url: str) -> None:
+    docs = demo_documents()[:25]
+    split = {d.doc_id: chunk_document(d, size=120, overlap=20, count=lambda t: len(t.split())) for d in docs}
+    engine = sa.create_engine(pg_url)
+    with engine.begin() as conn:  # made and written as the first version did
+        for statement in _FIRST_SCHEMA:
+            conn.exec_driver_sql(statement)
+        for doc in docs:
+            conn.exec_driver_sql(catalog_pg._INSERT_CHUNK, [  # type: ignore[arg-type]
+                ("default", c.id, doc.doc_id, c.position, c.page, c.heading, c.text, c.context_text(doc.title),
+                 "{}") for c in split[doc.doc_id]])
+            conn.exec_driver_sql(catalog_pg._INSERT_DOCUMENT, ("default", doc.doc_id, doc.uri, doc.title, doc.kind,
+                                                              "1", doc.pages, len(split[doc.doc_id]), 0.0, "{}"))
+        conn.exec_driver_sql("INSERT INTO kb_pending VALUES ('default', 'pydoc:x', 0)")
+        conn.exec_driver_sql("INSERT INTO kb_stats SELECT kb, COUNT(*), SUM(tokens) FROM kb_chunks GROUP BY kb")
+        before = conn.exec_driver_sql("SELECT kb, id, tokens, tsv::text FROM kb_chunks ORDER BY id").all()
+
+    def indexes() -> set[str]:
+        with engine.connect() as conn:
+            return set(conn.exec_driver_sql("SELECT indexname FROM pg_indexes WHERE tablename = 'kb_chunks'"
+                                            " AND schemaname = current_schema()").scalars())
+
+    pg = PgCatalog(pg_url)
+    try:
+        with engine.connect() as conn:  # every row kept, as it was
+            assert conn.exec_driver_sql("SELECT kb, id, tokens, tsv::text FROM kb_chunks ORDER BY id").all() == before
+        assert indexes() == {"kb_chunks_pkey", "kb_chunks_doc", "kb_chunks_search"}
+        assert_counts_match_rows(pg)
+        assert sorted(d["doc_id"] for d in pg.documents("default")) == sorted(d.doc_id for d in docs)
+        assert pg.pending("default") == ["pydoc:x"]
+        for doc in docs:  # the same documents written by this version, in a knowledge base of their own
+            pg.replace_document("fresh", doc, split[doc.doc_id], [{}] * len(split[doc.doc_id]), version="1")
+        for question in QUESTIONS:
+            hits = pg.keyword_search("default", question, 10)
+            assert hits == pg.keyword_search("fresh", question, 10), question
+        assert sum(bool(pg.keyword_search("default", q, 10)) for q in QUESTIONS) >= 10
+        pg.delete_document("default", docs[0].doc_id)  # and it is written to as any other
+        assert_counts_match_rows(pg)
+        with engine.begin() as conn:  # a replica still on the first version opens it and makes its index again
+            conn.exec_driver_sql(_FIRST_SCHEMA[3])
+        PgCatalog(pg_url).close()  # the next open of this version drops it; the one after changes nothing
+        assert indexes() == {"kb_chunks_pkey", "kb_chunks_doc", "kb_chunks_search"}
+        PgCatalog(pg_url).close()
+        assert_counts_match_rows(pg)
+    finally:
+        pg.close()
+        engine.dispose()
+
+
+def test_word_counts_follow_every_write_and_a_rebuild(pg_url: str) -> None:
+    """Inserts, deletes, replaces and even a hand-made UPDATE of a chunk row keep kb_terms right."""
+    pg = PgCatalog(pg_url)
+    try:
+        for name in ("a", "b"):
+            for d in range(3):
+                doc = Document(f"mem:{d}", f"Doc {d}", [], "", "text")
+                pg.replace_document(name, doc, [Chunk(f"{d}-{i}", doc.doc_id, i, f"lantern {d} wick {i} oil", None,
+                                                      None, 4) for i in range(d + 2)], [{}] * (d + 2), version="1")
+        assert_counts_match_rows(pg)
+        doc = Document("mem:1", "Doc 1", [], "", "text")
+        pg.replace_document("a", doc, [Chunk("x", doc.doc_id, 0, "candle", None, None, 1)], [{}], version="2")
+        pg.delete_document("b", "mem:2")
+        with pg._engine.begin() as conn:
+            conn.exec_driver_sql("UPDATE kb_chunks SET indexed = 'glass chimney' WHERE kb = 'a' AND id = '0-0'")
+        assert_counts_match_rows(pg)
+        assert pg.keyword_search("a", "chimney", 5) and not pg.keyword_search("b", "chimney", 5)
+        with pg._engine.begin() as conn:  # drift made by hand is undone by a rebuild
+            conn.exec_driver_sql("UPDATE kb_terms SET chunks = chunks + 7")
+        pg.rebuild_keyword_index()
+        assert_counts_match_rows(pg)
+    finally:
+        pg.close()
+
+
 # -- replicas and concurrency ---------------------------------------------------------------------
 
 
@@ -267,6 +505,7 @@ def test_concurrent_replace_of_one_document_is_atomic(pg_url: str) -> None:
         assert reader.kbs() == [{"kb": "default", "documents": 1, "chunks": len(versions[final]), "pages": 0}]
         with reader._engine.connect() as conn:  # the totals BM25 reads were kept in step by every write
             assert conn.exec_driver_sql("SELECT kb, chunks FROM kb_stats").all() == [("default", len(versions[final]))]
+        assert_counts_match_rows(reader)
     finally:
         for catalog in (*writers, reader):
             catalog.close()
