@@ -22,6 +22,8 @@ from keel.cli import main
 from keel.errors import NotFound
 from keel.jobs import BrokerUnavailable
 
+from .redis_fixtures import redis_prefix
+
 pytest.importorskip("celery", reason='needs the scale extra: pip install "keel[scale]"')
 
 REDIS = "redis://127.0.0.1:6379/7"  # a db of its own, and a key prefix per test inside it
@@ -55,18 +57,9 @@ def _config(broker: str, queue: str, transport: dict[str, Any] | None = None) ->
 
 @pytest.fixture
 def redis_workdir(tmp_path: Path, keel_home: Path) -> Iterator[Path]:
-    import redis
-
-    prefix = f"keel-test-{uuid.uuid4().hex[:8]}:"
-    (tmp_path / "keel.yaml").write_text(_config(REDIS, "jobs-" + prefix[:-1], {"global_keyprefix": prefix}))
-    yield tmp_path
-    client = redis.Redis.from_url(REDIS)
-    try:
-        keys = list(client.scan_iter(match=prefix + "*"))
-        if keys:
-            client.delete(*keys)
-    finally:
-        client.close()
+    with redis_prefix(REDIS) as prefix:
+        (tmp_path / "keel.yaml").write_text(_config(REDIS, "jobs-" + prefix[:-1], {"global_keyprefix": prefix}))
+        yield tmp_path
 
 
 def _wait_done(app: App, job_id: str, worker: subprocess.Popen[str], timeout: float = 120) -> Any:

@@ -70,7 +70,7 @@ def test_a_submitted_ask_job_is_queued_then_answered_with_the_answer_json() -> N
     job = app.jobs.submit("ask", {"question": "Who created Python?"}, user="ann")
     assert job.to_dict() == {"id": IsStr(regex=r"job_[0-9a-f]{20}"), "kind": "ask", "status": "queued",
                              "result": None, "error": None, "attempts": 0, "created_at": ISO, "started_at": None,
-                             "finished_at": None}
+                             "finished_at": None, "cancel": None}
     assert app.jobs.get(job.id) == job
     assert _drain(app) == 1
 

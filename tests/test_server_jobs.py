@@ -31,7 +31,7 @@ def test_an_ask_job_is_accepted_with_its_location_and_runs_to_the_answer(workspa
         queued = r.json()
         assert r.headers["location"] == f"/v1/jobs/{queued['id']}"
         assert set(queued) == {"id", "kind", "status", "result", "error", "attempts", "created_at", "started_at",
-                               "finished_at"}
+                               "finished_at", "cancel"}
         assert (queued["kind"], queued["status"]) == ("ask", "queued")
         done = _wait(client, r.headers["location"])
         assert (done["status"], done["error"], done["attempts"]) == ("succeeded", None, 1), done

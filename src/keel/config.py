@@ -384,6 +384,8 @@ class JobSettings(_Strict):
     retry_backoff_s: float = Field(5.0, ge=0)
     #: embedded only: how often an idle worker looks for new jobs
     poll_s: float = Field(0.5, gt=0)
+    #: how often a running job's worker reads whether the job was cancelled (one row read)
+    cancel_check_s: float = Field(1.0, gt=0)
 
 
 class Settings(BaseSettings):

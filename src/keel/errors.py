@@ -15,6 +15,7 @@ translated where they enter keel and never travel further.
     │   ├── NotFound               no such job, trace, approval or document   exit 2 (HTTP 404)
     │   ├── Unauthorized           no API key, or a revoked or unknown one    exit 2 (HTTP 401)
     │   ├── Forbidden              the key may not do that (act for others)   exit 2 (HTTP 403)
+    │   ├── JobFinished            the job already ended: nothing to cancel   exit 2 (HTTP 409)
     │   └── RateLimitExceeded      this caller sent too many requests to keel exit 2 (HTTP 429)
     ├── RunError                   the run could not finish                   exit 1
     │   ├── ModelError             a model call failed after retries          exit 3
@@ -32,7 +33,7 @@ translated where they enter keel and never travel further.
     │   ├── GuardrailBlocked       an input or output guard stopped the run   exit 7
     │   ├── LimitExceeded          steps, tokens, cost or wall time ran out   exit 8
     │   ├── RequestTimeout         the server stopped waiting for the answer  exit 1 (HTTP 504)
-    │   ├── Cancelled              the run was stopped: nobody awaits it      exit 130 (HTTP 499)
+    │   ├── Cancelled              the run was stopped (timeout, Ctrl-C, job) exit 130 (HTTP 499)
     │   ├── StateUnavailable       the database of paused runs is unreachable exit 1 (HTTP 503)
     │   ├── BrokerUnavailable      the Celery broker cannot be reached        exit 1 (HTTP 503)
     │   └── WorkerLost             a job's worker died before it finished     (recorded on the job)
@@ -58,6 +59,7 @@ __all__ = [
     "Forbidden",
     "GuardrailBlocked",
     "InputError",
+    "JobFinished",
     "KeelError",
     "LimitExceeded",
     "MissingAPIKey",
@@ -158,6 +160,24 @@ class Forbidden(UserError):
 
     http_status = 403
     code = "forbidden"
+
+
+class JobFinished(UserError):
+    """A job that already ended (succeeded, failed or cancelled) cannot be cancelled: HTTP 409 Conflict."""
+
+    http_status = 409
+    code = "job_finished"
+
+    def __init__(self, job_id: str, status: str, *, when: str | None = None, by: str | None = None) -> None:
+        verb = "was already cancelled" if status == "cancelled" else f"already {status}"
+        detail = "".join([f" at {when}" if when else "", f" by {by}" if by else ""])
+        super().__init__(
+            f"job {job_id} {verb}{detail}; a finished job cannot be cancelled",
+            hint=f"nothing to cancel: `keel jobs show {job_id}` (GET /v1/jobs/{job_id}) shows what it did",
+        )
+        self.job_id = job_id
+        #: the job's status: succeeded, failed or cancelled
+        self.status = status
 
 
 class RateLimitExceeded(UserError):
@@ -331,9 +351,10 @@ class RequestTimeout(RunError):
 
 
 class Cancelled(RunError):
-    """A run stopped because nobody waits for its answer any more (a :class:`~keel.CancelToken`
-    was set): the server's request timeout passed (``reason`` "timeout") or its HTTP client went
-    away ("client_gone"). The run stops at a safe point, before a node, model call or tool call;
+    """A run stopped because its :class:`~keel.CancelToken` was set: the server's request timeout
+    passed (``reason`` "timeout"), its HTTP client went away ("client_gone"), someone pressed
+    Ctrl-C in ``keel ask`` or ``keel chat`` ("interrupted"), or its background job was cancelled
+    ("job_cancelled"). The run stops at a safe point, before a node, model call or tool call;
     a call already in flight finishes and is charged. Exit 130, as an interrupted command; HTTP
     499 (nginx's "client closed request"), which only the server's own metrics and logs see."""
 
@@ -341,14 +362,18 @@ class Cancelled(RunError):
     http_status = 499
     code = "cancelled"
 
-    _WHY = {"timeout": "the server's request timeout passed", "client_gone": "its client went away"}
+    _WHY = {"timeout": "the server's request timeout passed", "client_gone": "its client went away",
+            "interrupted": "it was interrupted (Ctrl-C)", "job_cancelled": "someone cancelled its job"}
+    _HINT = {"interrupted": "ask again when you want the answer",
+             "job_cancelled": "submit the job again if its result is still wanted"}
 
     def __init__(self, reason: str) -> None:
         super().__init__(
             f"the run was cancelled: {self._WHY.get(reason, reason)}",
-            hint="nobody was waiting for its answer; ask again, or use POST /v1/jobs for long work",
+            hint=self._HINT.get(reason, "nobody was waiting for its answer; ask again, or use POST /v1/jobs for "
+                                        "long work"),
         )
-        #: why: "timeout", "client_gone", or what the code that set the token said
+        #: why: "timeout", "client_gone", "interrupted", "job_cancelled", or what the code that set the token said
         self.reason = reason
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import getpass
 from typing import Annotated
 
@@ -10,6 +11,7 @@ from rich.table import Table
 
 from ..errors import InputError
 from ._common import ConfigOption, JsonOption, console, make_app, print_json
+from ._interrupt import run_interruptible
 from .ask import show
 
 
@@ -42,7 +44,7 @@ def register(app: typer.Typer) -> None:
             raise InputError(f"{action} needs an approval id", hint="see `keel approvals list`")
         who = by or getpass.getuser()
         if action == "approve":
-            answer = keel_app.approve(approval_id, by=who)
+            decide = functools.partial(keel_app.approve, approval_id, by=who)
         else:
-            answer = keel_app.reject(approval_id, by=who, reason=reason)
-        show(answer, as_json)
+            decide = functools.partial(keel_app.reject, approval_id, by=who, reason=reason)
+        show(run_interruptible(decide), as_json)  # Ctrl-C stops the resumed run, as in `keel ask`

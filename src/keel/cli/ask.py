@@ -1,15 +1,22 @@
-"""keel ask / keel chat: questions through the request graph."""
+"""keel ask / keel chat: questions through the request graph.
+
+Ctrl-C during an answer stops its run at the next step and exits 130; a second Ctrl-C quits at
+once (see :mod:`keel.cli._interrupt`)."""
 
 from __future__ import annotations
 
+import functools
 import uuid
 from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from ..errors import Cancelled
+from ._common import ConfigOption, JsonOption, console, err_console, make_app, print_json
+from ._interrupt import run_interruptible
+
 if TYPE_CHECKING:
     from ..graph import Answer
-from ._common import ConfigOption, JsonOption, console, make_app, print_json
 
 KbOption = Annotated[str | None, typer.Option("--kb", help="knowledge base to answer from (default: 'default')")]
 SessionOption = Annotated[str | None, typer.Option("--session", help="continue a conversation by its id")]
@@ -59,8 +66,12 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Answer QUESTION with sources, route, guardrail verdict, cost and trace id."""
-        show(make_app(config).ask(question, kb=kb, session=session, user=user, tenant=tenant), as_json)
+        """Answer QUESTION with sources, route, guardrail verdict, cost and trace id.
+
+        Ctrl-C stops the run at its next step (exit 130); a second Ctrl-C quits at once."""
+        keel_app = make_app(config)
+        show(run_interruptible(functools.partial(keel_app.ask, question, kb=kb, session=session, user=user,
+                                                 tenant=tenant)), as_json)
 
     @app.command()
     def chat(
@@ -70,7 +81,9 @@ def register(app: typer.Typer) -> None:
         config: ConfigOption = None,
         as_json: JsonOption = False,
     ) -> None:
-        """Talk in a session kept by the checkpointer; an empty line or Ctrl-D ends it."""
+        """Talk in a session kept by the checkpointer; an empty line or Ctrl-D ends it.
+
+        Ctrl-C during an answer stops its run and ends the chat (exit 130); a second Ctrl-C quits at once."""
         keel_app = make_app(config)
         session = session or "chat_" + uuid.uuid4().hex[:12]
         console.print(f"[dim]session {session}; empty line to quit[/]")
@@ -81,8 +94,11 @@ def register(app: typer.Typer) -> None:
                 break
             if not question.strip():
                 break
-            answer = keel_app.ask(question, kb=kb, session=session, user=user)
+            answer = run_interruptible(functools.partial(keel_app.ask, question, kb=kb, session=session, user=user))
             if as_json:
                 print_json(answer.to_dict())
             else:
                 _show_human(answer)
+            if isinstance(answer.exception, Cancelled):
+                err_console.print(f"continue with: keel chat --session {session}", markup=False, highlight=False)
+                raise typer.Exit(answer.exception.exit_code)

@@ -1,8 +1,9 @@
-"""keel worker / keel jobs submit|show|list: background jobs from the command line."""
+"""keel worker / keel jobs submit|show|list|cancel: background jobs from the command line."""
 
 from __future__ import annotations
 
 import contextlib
+import getpass
 import json
 import logging
 import signal
@@ -19,7 +20,7 @@ from ._common import ConfigOption, JsonOption, console, err_console, make_app, p
 if TYPE_CHECKING:
     from ..jobs import Job
 
-jobs_app = typer.Typer(name="jobs", help="Submit, show and list background jobs (run by `keel worker`).",
+jobs_app = typer.Typer(name="jobs", help="Submit, show, list and cancel background jobs (run by `keel worker`).",
                        no_args_is_help=True)
 
 
@@ -40,13 +41,25 @@ def _payload(text: str) -> dict[str, Any]:
     return data
 
 
+_COLOURS = {"succeeded": "green", "failed": "red", "running": "yellow", "cancelled": "magenta"}
+
+
+def _show_cancel(cancel: dict[str, Any], *, running: bool) -> None:
+    by = f" by {cancel['by']}" if cancel["by"] else ""
+    then = "; its worker stops the run at its next step" if running else ""
+    console.print(f"  cancelled at {cancel['requested_at']}{by}{then}", markup=False, highlight=False)
+
+
 def _show(job: Job, as_json: bool) -> None:
     if as_json:
         print_json(job.to_dict())
         return
-    colour = {"succeeded": "green", "failed": "red", "running": "yellow"}.get(job.status, "cyan")
+    colour = _COLOURS.get(job.status, "cyan")
+    data = job.to_dict()
     console.print(f"{job.id}  {job.kind}  [{colour}]{job.status}[/]  attempts {job.attempts}/{job.max_attempts}  "
-                  f"created {job.to_dict()['created_at']}", soft_wrap=True)
+                  f"created {data['created_at']}", soft_wrap=True)
+    if data["cancel"] is not None:
+        _show_cancel(data["cancel"], running=job.status == "running")
     if job.error:
         console.print(f"  [red]{job.error.get('error')}[/]: {job.error.get('message')}", markup=True, highlight=False)
         if job.error.get("hint"):
@@ -56,6 +69,9 @@ def _show(job: Job, as_json: bool) -> None:
         console.print(str(text), markup=False, highlight=False)
 
 
+TimeoutOption = Annotated[float, typer.Option("--timeout", help="with --wait: give up after this many seconds")]
+
+
 @jobs_app.command("submit")
 def submit(
     kind: Annotated[str, typer.Argument(help="ask, ingest or extract")],
@@ -63,7 +79,7 @@ def submit(
                                                 'ingest {"paths": [...]}, extract {"text": ..., "schema": {...}}')],
     user: Annotated[str | None, typer.Option("--user", help="who submits (budgets, audit)")] = None,
     wait: Annotated[bool, typer.Option("--wait", help="block until a worker finished the job")] = False,
-    timeout: Annotated[float, typer.Option("--timeout", help="with --wait: give up after this many seconds")] = 600.0,
+    timeout: TimeoutOption = 600.0,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -89,7 +105,8 @@ def show(
 
 @jobs_app.command("list")
 def list_jobs(
-    status: Annotated[str | None, typer.Option("--status", help="queued, running, succeeded or failed")] = None,
+    status: Annotated[str | None, typer.Option("--status",
+                                               help="queued, running, succeeded, failed or cancelled")] = None,
     limit: Annotated[int, typer.Option("--limit", help="how many, newest first")] = 50,
     config: ConfigOption = None,
     as_json: JsonOption = False,
@@ -103,6 +120,25 @@ def list_jobs(
         _show(job, False)
     if not jobs:
         console.print("no jobs")
+
+
+@jobs_app.command("cancel")
+def cancel(
+    job_id: Annotated[str, typer.Argument(help="the job's id (job_...)")],
+    by: Annotated[str | None, typer.Option("--by", help="who cancels (default: your login name)")] = None,
+    wait: Annotated[bool, typer.Option("--wait", help="a running job: block until its worker stopped it")] = False,
+    timeout: TimeoutOption = 600.0,
+    config: ConfigOption = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Cancel a job: a queued one never runs; a running one is stopped by its worker at its next step.
+
+    A job that already ended cannot be cancelled (exit 2)."""
+    queue = make_app(config).jobs
+    job = queue.cancel(job_id, by=by or getpass.getuser())
+    if wait:
+        job = queue.wait(job.id, timeout=timeout)
+    _show(job, as_json)
 
 
 ConcurrencyOption = Annotated[

@@ -3,6 +3,9 @@
 ``submit`` writes the row, then sends the id. The task, in ``keel worker``, claims the
 row exactly as an embedded worker would (so a redelivered or duplicated message finds
 it running or done and is dropped), runs it with a heartbeat and records the outcome.
+Cancelling needs nothing from Celery (no ``revoke``; remote control stays off): a job
+cancelled while queued is done when its message arrives, so the message is dropped, and a
+running job's heartbeat thread reads the cancel from the job table, as an embedded worker's does.
 Messages are acknowledged late: a worker killed mid-job leaves its message unacked, and
 the broker hands it to another worker (RabbitMQ at once; Redis after the visibility
 timeout, which keel sets to ``jobs.lease_s``). Each ``keel worker`` also sweeps the table:

@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from ..errors import BrokerUnavailable, WorkerLost
+from ..errors import BrokerUnavailable, JobFinished, WorkerLost
 
-__all__ = ["BrokerUnavailable", "WorkerLost"]
+__all__ = ["BrokerUnavailable", "JobFinished", "WorkerLost"]

@@ -6,6 +6,10 @@
 
 A run returns ``(result, error)``: an ``ask`` that a limit or budget stopped keeps its
 partial Answer as the result *and* fails with the error that stopped it.
+
+Each run gets the job's cancel token (current while it runs, see :mod:`keel._cancel`): an
+``ask`` stops at its next node, model or tool call, an ``extract`` at its next model call,
+an ``ingest`` after the file it is storing (those stored stay; submitting again skips them).
 """
 
 from __future__ import annotations
@@ -17,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
+from .._cancel import CancelToken, check_cancelled
 from ..config import Settings
 from ..errors import ApprovalRequired, InputError, KeelError, SchemaError
 
@@ -64,14 +69,14 @@ class ExtractPayload(_Payload):
 @dataclass(frozen=True)
 class Kind:
     payload: type[_Payload]
-    run: Callable[[App, dict[str, Any]], Outcome]
+    run: Callable[[App, dict[str, Any], CancelToken], Outcome]
     #: extra checks that need the settings (question length, JSON Schema validity)
     check: Callable[[_Payload, Settings], None] | None = None
 
 
-def _run_ask(app: App, payload: dict[str, Any]) -> Outcome:
+def _run_ask(app: App, payload: dict[str, Any], cancel: CancelToken) -> Outcome:
     answer = app.ask(payload["question"], kb=payload.get("kb"), session=payload.get("session"),
-                     user=payload.get("user"), tenant=payload.get("tenant"))
+                     user=payload.get("user"), tenant=payload.get("tenant"), cancel=cancel)
     error = answer.exception
     # waiting for a person is the answer, not a failure: the approval id is in the result
     return answer.to_dict(), None if isinstance(error, ApprovalRequired) else error
@@ -83,11 +88,14 @@ def _check_ask(payload: _Payload, settings: Settings) -> None:
     validate_question(payload.question, settings.guardrails)  # type: ignore[attr-defined]
 
 
-def _run_ingest(app: App, payload: dict[str, Any]) -> Outcome:
-    return app.ingest(list(payload["paths"]), kb=payload.get("kb")).to_dict(), None
+def _run_ingest(app: App, payload: dict[str, Any], cancel: CancelToken) -> Outcome:
+    def stop_if_cancelled(done: int, total: int, label: str) -> None:  # called after each file
+        check_cancelled()
+
+    return app.ingest(list(payload["paths"]), kb=payload.get("kb"), progress=stop_if_cancelled).to_dict(), None
 
 
-def _run_extract(app: App, payload: dict[str, Any]) -> Outcome:
+def _run_extract(app: App, payload: dict[str, Any], cancel: CancelToken) -> Outcome:
     return app.extract(payload["text"], payload["schema"], role=payload.get("role", "chat")).to_dict(), None
 
 

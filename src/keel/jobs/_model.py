@@ -7,15 +7,22 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict
 
-__all__ = ["STATUSES", "Job", "JobStatus"]
+__all__ = ["FINISHED", "STATUSES", "Job", "JobStatus"]
 
-JobStatus = Literal["queued", "running", "succeeded", "failed"]
-STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed")
+JobStatus = Literal["queued", "running", "succeeded", "failed", "cancelled"]
+STATUSES: tuple[str, ...] = ("queued", "running", "succeeded", "failed", "cancelled")
+#: the statuses a job never leaves
+FINISHED: tuple[str, ...] = ("succeeded", "failed", "cancelled")
 
 
 class Job(BaseModel):
-    """A job's record. ``result`` is set once it succeeded; ``error`` when it failed (or, while
-    ``queued`` again, the error of the attempt that will be retried)."""
+    """A job's record. ``result`` is set once it succeeded; ``error`` when it failed or was
+    cancelled (or, while ``queued`` again, the error of the attempt that will be retried).
+
+    ``cancel_requested_at`` and ``cancel_requested_by`` say that someone cancelled it: a queued
+    job is ``cancelled`` at once; a running one stays ``running`` until its worker stops the run,
+    then is ``cancelled`` (or keeps the outcome it reached first, when the run ended before its
+    worker noticed)."""
 
     model_config = ConfigDict(frozen=True)
 
@@ -34,13 +41,17 @@ class Job(BaseModel):
     created_at: dt.datetime
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
+    cancel_requested_at: dt.datetime | None = None
+    #: who cancelled it: the API key's name, the CLI's --by (default: the login name), or None
+    cancel_requested_by: str | None = None
 
     @property
     def done(self) -> bool:
-        return self.status in ("succeeded", "failed")
+        return self.status in FINISHED
 
     def to_dict(self) -> dict[str, Any]:
-        """The job as JSON: id, kind, status, result, error, attempts and UTC ISO 8601 times."""
+        """The job as JSON: id, kind, status, result, error, attempts, UTC ISO 8601 times, and
+        ``cancel`` (null, or ``{requested_at, by}`` once someone cancelled it)."""
         return {
             "id": self.id,
             "kind": self.kind,
@@ -48,13 +59,15 @@ class Job(BaseModel):
             "result": self.result,
             "error": self.error,
             "attempts": self.attempts,
-            "created_at": _iso(self.created_at),
-            "started_at": _iso(self.started_at),
-            "finished_at": _iso(self.finished_at),
+            "created_at": iso(self.created_at),
+            "started_at": iso(self.started_at),
+            "finished_at": iso(self.finished_at),
+            "cancel": None if self.cancel_requested_at is None else {
+                "requested_at": iso(self.cancel_requested_at), "by": self.cancel_requested_by},
         }
 
 
-def _iso(when: dt.datetime | None) -> str | None:
+def iso(when: dt.datetime | None) -> str | None:
     return when.isoformat(timespec="milliseconds") if when else None
 
 

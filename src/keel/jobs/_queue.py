@@ -61,17 +61,22 @@ class JobQueue:
 
     def get(self, job_id: str) -> Job:
         """The job with this id, or NotFound."""
-        job = self.store.get(job_id)
-        if job is None:
-            raise NotFound(f"no job with id {job_id!r}", hint="`keel jobs list` shows the recent jobs")
-        return job
+        return _found(job_id, self.store.get(job_id))
+
+    def cancel(self, job_id: str, *, by: str | None = None) -> Job:
+        """Cancel a job; ``by`` (who) is recorded on it. A queued job is ``cancelled`` at once and never
+        runs. A running one stays ``running`` until its worker, which checks every ``jobs.cancel_check_s``,
+        stops the run at its next step; then it is ``cancelled`` (``wait`` for that). Cancelling it again
+        changes nothing. NotFound for an unknown id; JobFinished (HTTP 409) once it succeeded, failed or
+        was cancelled."""
+        return _found(job_id, self.store.cancel(job_id, by=by))
 
     def list(self, status: str | None = None, limit: int = 50) -> builtins.list[Job]:
         """The newest ``limit`` jobs, optionally only those in ``status``."""
         return self.store.list(status, limit)
 
     def wait(self, job_id: str, *, timeout: float = 600.0, poll_s: float = 0.2) -> Job:
-        """Block until the job succeeded or failed (or ``timeout`` passed); return it as it is then."""
+        """Block until the job succeeded, failed or was cancelled (or ``timeout`` passed); return it as it is then."""
         deadline = time.monotonic() + timeout
         job = self.get(job_id)
         while not job.done and time.monotonic() < deadline:
@@ -121,3 +126,9 @@ class JobQueue:
         """Raise BrokerUnavailable when the Celery broker cannot be reached (no-op when embedded)."""
         if self._celery is not None:
             self._celery.check_broker()
+
+
+def _found(job_id: str, job: Job | None) -> Job:
+    if job is None:
+        raise NotFound(f"no job with id {job_id!r}", hint="`keel jobs list` shows the recent jobs")
+    return job

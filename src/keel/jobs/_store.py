@@ -6,6 +6,18 @@ it runs, the worker renews ``lease_until`` (the heartbeat). Finishing, retrying 
 heartbeating all match on the claim token: a worker that was presumed dead and lost its
 job cannot overwrite the result of the one that took over. ``reap`` re-queues running
 jobs whose lease ran out, or fails them once they are out of attempts.
+
+``cancel`` takes the row's lock and decides in one transaction: a queued job becomes
+``cancelled`` (a worker's claim, which wants ``status='queued'``, then finds nothing); a
+running one gets ``cancel_requested_at``, which its worker reads between heartbeats and
+answers by stopping the run. From then on the job is never queued again: not by a retry,
+not by ``reap`` (a cancelled job whose worker died is ``cancelled``), not by a claim of an
+expired lease.
+
+    queued ──claim──► running ──finish──► succeeded | failed
+      │  ▲              │  │
+      │  └────retry─────┘  └─(cancel requested: the run stops, or its lease runs out)─► cancelled
+      └──────────────────cancel──────────────────────────────────────────────────────► cancelled
 """
 
 from __future__ import annotations
@@ -18,10 +30,10 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 
-from ..errors import InputError
+from ..errors import Cancelled, InputError, JobFinished
 from ._db import write
 from ._errors import WorkerLost
-from ._model import STATUSES, Job, from_timestamp
+from ._model import STATUSES, Job, from_timestamp, iso
 
 __all__ = ["JobStore", "table"]
 
@@ -45,8 +57,12 @@ table = sa.Table(
     sa.Column("lease_until", sa.Float),
     sa.Column("claim", sa.String(40)),
     sa.Column("worker", sa.String(200)),
+    sa.Column("cancel_requested_at", sa.Float),
+    sa.Column("cancel_requested_by", sa.String(200)),
 )
 t = table.c
+#: the error a cancelled job carries
+CANCELLED = Cancelled("job_cancelled").to_dict()
 
 
 class JobStore:
@@ -83,6 +99,34 @@ class JobStore:
         with self._write() as conn:
             conn.execute(table.delete().where(t.id == job_id, t.status == "queued"))
 
+    def cancel(self, job_id: str, *, by: str | None) -> Job | None:
+        """Cancel a queued job, or ask a running one's worker to stop it; None for an unknown id.
+        JobFinished if it already ended. Asking twice keeps the first request."""
+        now = time.time()
+        with self._write() as conn:
+            row = conn.execute(sa.select(table).where(t.id == job_id).with_for_update()).mappings().first()
+            if row is None:
+                return None
+            status = row["status"]
+            if status not in ("queued", "running"):
+                raise JobFinished(job_id, status, when=iso(from_timestamp(row["finished_at"])),
+                                  by=row["cancel_requested_by"] if status == "cancelled" else None)
+            asked = {"cancel_requested_at": now, "cancel_requested_by": by and by[:200]}
+            if status == "queued":
+                values = {"status": "cancelled", "finished_at": now, "error": _text(CANCELLED), **asked}
+                conn.execute(table.update().where(t.id == job_id, t.status == "queued").values(**values))
+            elif row["cancel_requested_at"] is None:
+                conn.execute(table.update().where(t.id == job_id, t.status == "running",
+                                                  t.cancel_requested_at.is_(None)).values(**asked))
+            row = conn.execute(sa.select(table).where(t.id == job_id)).mappings().one()
+        return _job(row)
+
+    def cancel_requested(self, job_id: str) -> bool:
+        """Whether someone asked to cancel this job (its worker asks between heartbeats)."""
+        with self.engine.connect() as conn:
+            asked = conn.execute(sa.select(t.cancel_requested_at).where(t.id == job_id)).scalar_one_or_none()
+        return asked is not None
+
     def counts(self) -> dict[str, int]:
         """How many jobs are in each status, and how many queued ones may run now (``runnable``)."""
         now = time.time()
@@ -109,9 +153,10 @@ class JobStore:
             return self._claim(conn, picked.id, worker, lease_s, now, t.status == "queued") if picked else None
 
     def claim(self, job_id: str, worker: str, lease_s: float) -> tuple[Job, str] | None:
-        """Take one job by id if it is queued, or running on a lease that ran out; else None."""
+        """Take one job by id if it is queued, or running on a lease that ran out (and not cancelled); else None."""
         now = time.time()
-        claimable = sa.or_(t.status == "queued", sa.and_(t.status == "running", t.lease_until < now))
+        claimable = sa.or_(t.status == "queued", sa.and_(t.status == "running", t.lease_until < now,
+                                                         t.cancel_requested_at.is_(None)))
         with self._write() as conn:
             return self._claim(conn, job_id, worker, lease_s, now, claimable)
 
@@ -143,20 +188,27 @@ class JobStore:
         return self._by_claim(job_id, token, values)
 
     def retry(self, job_id: str, token: str, *, error: dict[str, Any], delay_s: float) -> bool:
-        """Queue the job again after ``delay_s``, keeping the error of the attempt that failed."""
+        """Queue the job again after ``delay_s``, keeping the error of the attempt that failed;
+        False (nothing changed) once someone asked to cancel it: see :meth:`finish_cancelled`."""
         values = {"status": "queued", "error": _text(error), "run_after": time.time() + delay_s,
                   "claim": None, "lease_until": None}
-        return self._by_claim(job_id, token, values)
+        return self._by_claim(job_id, token, values, t.cancel_requested_at.is_(None))
 
-    def _by_claim(self, job_id: str, token: str, values: dict[str, Any]) -> bool:
+    def finish_cancelled(self, job_id: str, token: str, *, result: dict[str, Any] | None) -> bool:
+        """Record that the run stopped because the job was cancelled (False if nobody asked to)."""
+        values = {"status": "cancelled", "result": _text(result), "error": _text(CANCELLED),
+                  "finished_at": time.time(), "claim": None, "lease_until": None}
+        return self._by_claim(job_id, token, values, t.cancel_requested_at.is_not(None))
+
+    def _by_claim(self, job_id: str, token: str, values: dict[str, Any], *where: Any) -> bool:
         with self._write() as conn:
-            done = conn.execute(table.update().where(t.id == job_id, t.claim == token, t.status == "running")
+            done = conn.execute(table.update().where(t.id == job_id, t.claim == token, t.status == "running", *where)
                                 .values(**values))
         return done.rowcount == 1
 
     def reap(self) -> list[str]:
-        """Jobs whose worker stopped heartbeating: queued again (their ids returned), or failed
-        when they used their last attempt."""
+        """Jobs whose worker stopped heartbeating: queued again (their ids returned), failed
+        when they used their last attempt, cancelled when someone asked to cancel them."""
         now = time.time()
         expired = sa.and_(t.status == "running", t.lease_until < now)
         with self.engine.connect() as conn:
@@ -164,20 +216,31 @@ class JobStore:
                 return []
         requeued = []
         with self._write() as conn:
-            rows = conn.execute(sa.select(t.id, t.attempts, t.max_attempts).where(expired)).all()
-            for job_id, attempts, max_attempts in rows:
-                final = attempts >= max_attempts
-                error = _text(WorkerLost(attempts, final).to_dict())
-                values: dict[str, Any] = ({"status": "failed", "finished_at": now} if final else
-                                          {"status": "queued", "run_after": now})
-                done = conn.execute(table.update().where(t.id == job_id, expired).values(
-                    error=error, claim=None, lease_until=None, **values))
+            rows = conn.execute(sa.select(t.id, t.attempts, t.max_attempts, t.cancel_requested_at)
+                                .where(expired)).all()
+            for job_id, attempts, max_attempts, cancelled in rows:
+                values = _after_lost_worker(attempts, max_attempts, cancelled is not None, now)
+                final = values["status"] != "queued"
+                asked = t.cancel_requested_at
+                as_read = asked.is_not(None) if cancelled is not None else asked.is_(None)  # a cancel since?
+                done = conn.execute(table.update().where(t.id == job_id, expired, as_read).values(
+                    claim=None, lease_until=None, **values))
                 if done.rowcount == 1 and not final:
                     requeued.append(job_id)
         return requeued
 
     def _write(self) -> Any:
         return write(self.engine)
+
+
+def _after_lost_worker(attempts: int, max_attempts: int, cancelled: bool, now: float) -> dict[str, Any]:
+    """What a job whose worker stopped heartbeating becomes: cancelled if someone asked, failed
+    out of attempts, else queued again."""
+    if cancelled:
+        return {"status": "cancelled", "finished_at": now, "error": _text(CANCELLED)}
+    final = attempts >= max_attempts
+    values = {"status": "failed", "finished_at": now} if final else {"status": "queued", "run_after": now}
+    return {**values, "error": _text(WorkerLost(attempts, final).to_dict())}
 
 
 def dumps(value: Any) -> str:
@@ -202,4 +265,6 @@ def _job(row: Any) -> Job:
         created_at=from_timestamp(row["created_at"]),
         started_at=from_timestamp(row.get("started_at")),
         finished_at=from_timestamp(row.get("finished_at")),
+        cancel_requested_at=from_timestamp(row.get("cancel_requested_at")),
+        cancel_requested_by=row.get("cancel_requested_by"),
     )

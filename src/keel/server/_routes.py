@@ -13,9 +13,9 @@ from fastapi import APIRouter, Body, Path, Query, Request
 from fastapi.responses import JSONResponse, Response
 
 from ..app import App
-from ..errors import ApprovalRequired, BudgetExceeded, InputError, NotFound
+from ..errors import ApprovalRequired, BudgetExceeded, Forbidden, InputError, NotFound
 from ..graph import Answer
-from ._auth import CallerDep
+from ._auth import Caller, CallerDep
 from ._schemas import (
     AnswerOut,
     ApprovalOut,
@@ -213,11 +213,36 @@ def submit_job(body: JobRequest, request: Request, who: CallerDep) -> JSONRespon
     return JSONResponse(data, status_code=202, headers={"Location": f"/v1/jobs/{data['id']}"})
 
 
+JobId = Annotated[str, Path(min_length=1, max_length=64)]
+
+
 @router.get("/jobs/{job_id}", responses={200: {"model": JobOut}, **_errors(404)}, tags=["jobs"])
-def get_job(job_id: Annotated[str, Path(min_length=1, max_length=64)], request: Request,
-            who: CallerDep) -> JSONResponse:
+def get_job(job_id: JobId, request: Request, who: CallerDep) -> JSONResponse:
     """A job's status, attempts and, once finished, its result (an ask job's is the Answer JSON) or error."""
     return JSONResponse(keel_app(request).jobs.get(job_id).to_dict())
+
+
+@router.post("/jobs/{job_id}/cancel", tags=["jobs"], responses={
+    200: {"model": JobOut, "description": "it was queued: cancelled now, it never runs"},
+    202: {"model": JobOut, "description": "it is running: its worker stops the run at its next step; poll the job"},
+    **_errors(403, 404, 409)})
+def cancel_job(job_id: JobId, request: Request, who: CallerDep) -> JSONResponse:
+    """Cancel a job, recorded as the API key's name: a queued one at once (200, status cancelled); a running
+    one is stopped by its worker at its next step (202, still running, then cancelled). 409 once it ended;
+    403 for another user's job unless the key was made ``--act-as-any``."""
+    jobs = keel_app(request).jobs
+    _may_cancel(who, jobs.get(job_id).user)
+    job = jobs.cancel(job_id, by=who.name)
+    return JSONResponse(job.to_dict(), status_code=200 if job.status == "cancelled" else 202,
+                        headers={"Location": f"/v1/jobs/{job.id}"})
+
+
+def _may_cancel(who: Caller, owner: str | None) -> None:
+    """A key cancels its own user's jobs (and those no key submitted); an ``act_as_any`` key, anyone's."""
+    if who.name is None or who.act_as_any or owner in (None, who.name):
+        return
+    raise Forbidden(f"the API key of {who.name!r} may not cancel a job of user {owner!r}",
+                    hint="cancel it with that user's key, or a key made with `keel keys create NAME --act-as-any`")
 
 
 # -- operations -------------------------------------------------------------------------------------

@@ -205,13 +205,19 @@ class TraceTreeOut(_Out):
     spans: list[SpanOut]
 
 
+class JobCancelOut(_Out):
+    requested_at: str
+    by: str | None = None
+
+
 class JobOut(_Out):
     id: str
     kind: str
-    status: Literal["queued", "running", "succeeded", "failed"]
+    status: Literal["queued", "running", "succeeded", "failed", "cancelled"]
     result: Any = None
     error: Any = None
     attempts: int
     created_at: Any = None
     started_at: Any = None
     finished_at: Any = None
+    cancel: JobCancelOut | None = Field(None, description="set once someone cancelled the job: when, and who")
