@@ -132,3 +132,14 @@ def test_every_name_in_keel_telemetry_all_resolves():
         assert getattr(keel.telemetry, name) is not None, name
     with pytest.raises(AttributeError):
         _ = keel.telemetry.nothing_here
+
+
+def test_a_new_store_uses_16kb_pages_and_an_existing_one_keeps_its_own(tmp_path):
+    import sqlite3
+
+    old = tmp_path / "old.sqlite3"
+    sqlite3.connect(old).execute("CREATE TABLE t (x)").connection.close()  # 4 KB pages, as before
+    for path, size in ((tmp_path / "new.sqlite3", 16384), (old, 4096)):
+        with open_engine(f"sqlite:///{path}").connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA page_size").scalar() == size
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
