@@ -38,12 +38,19 @@ def test_migrations_ship_inside_the_package():
     assert (root / "versions" / "0002_span_batches.py").is_file()
 
 
-def test_spans_stored_one_per_row_move_into_batches_and_back(tmp_path):
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.scale)])
+def store_url(request, tmp_path):  # type: ignore[no-untyped-def]
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 't.sqlite3'}"
+    return request.getfixturevalue("pg_url")
+
+
+def test_spans_stored_one_per_row_move_into_batches_and_back(store_url):
     """A trace store written before 0002 (a row per span) keeps every span across the upgrade."""
     from keel.telemetry._writer import BatchWriter
     from keel.telemetry.traces import TraceStore
 
-    engine = sa.create_engine(f"sqlite:///{tmp_path / 't.sqlite3'}")
+    engine = sa.create_engine(store_url)
     upgrade(engine, "0001")
     span = {"trace_id": "a" * 32, "kind": "CHAIN", "status": "ok", "status_message": None, "events": "[]"}
     with engine.begin() as conn:
@@ -65,6 +72,7 @@ def test_spans_stored_one_per_row_move_into_batches_and_back(tmp_path):
     with engine.connect() as conn:
         rows = conn.execute(sa.text("SELECT span_id, parent_id, attributes FROM keel_spans ORDER BY span_id")).all()
     assert rows == [("1" * 16, None, '{"user.id":"dana"}'), ("2" * 16, "1" * 16, '{"keel.route":"fast"}')]
+    engine.dispose()
 
 
 def upgrade_down(engine: sa.Engine, revision: str) -> None:
