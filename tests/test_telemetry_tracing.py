@@ -237,6 +237,10 @@ def test_cli_lists_and_shows_traces():
         listed[0]["cost_usd"] == pytest.approx(app.telemetry.costs.total(trace_id=trace_id))
         and listed[0]["cost_usd"] > 0
     )
+    for columns, wide in (("80", False), ("150", True)):  # a narrow terminal (or a pipe) and a wide one
+        table = runner.invoke(cli, ["traces", "list"], env={"COLUMNS": columns}).stdout
+        assert trace_id in table and max(map(len, table.splitlines())) <= int(columns)
+        assert ("USD" in table) is wide and "status" in table
     shown = runner.invoke(cli, ["traces", "show", trace_id])
     assert shown.exit_code == 0
     assert "keel.ask" in shown.stdout and "chat m" in shown.stdout and "tok" in shown.stdout

@@ -50,22 +50,25 @@ def _list_traces(config: Path | None, limit: int, since: str | None, as_json: bo
     if not rows:
         console.print("no traces yet: run `keel ask` (or any model call) first")
         return
+    from rich import box
     from rich.table import Column, Table
 
-    table = Table("started", "root", "ms", "spans", "tokens", "USD", "status")
-    table.columns.insert(0, Column("trace id", no_wrap=True, min_width=32))  # the id is what you copy
+    # the id is what you copy: never cut. Under 110 columns (a pipe is 80) the other columns would be
+    # squeezed to nothing, so a narrow listing keeps the few that fit; --json has every field
+    wide = console.width >= 110
+    columns = ["started", "root", "ms", "spans", "tokens", "USD", "status"] if wide else ["time", "ms", "tokens",
+                                                                                          "status"]
+    table = Table(Column("trace id", no_wrap=True, min_width=32), *(Column(c, no_wrap=True) for c in columns),
+                  box=box.HEAVY_HEAD if wide else box.SIMPLE_HEAD)
     for r in rows:
         status = "[red]error[/red]" if r.status == "error" else r.status
-        table.add_row(
-            r.trace_id,
-            _when(r.start_time),
-            r.name,
-            f"{r.duration_ms:.1f}",
-            str(r.spans),
-            f"{r.input_tokens}→{r.output_tokens}",
-            f"{r.cost_usd:.6f}",
-            status,
-        )
+        tokens = f"{r.input_tokens}→{r.output_tokens}"
+        if wide:
+            table.add_row(r.trace_id, _when(r.start_time), r.name, f"{r.duration_ms:.1f}", str(r.spans), tokens,
+                          f"{r.cost_usd:.6f}", status)
+        else:
+            table.add_row(r.trace_id, time.strftime("%H:%M:%S", time.localtime(r.start_time)),
+                          f"{r.duration_ms:.0f}", tokens, status)
     console.print(table)
 
 
