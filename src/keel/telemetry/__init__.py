@@ -1,5 +1,7 @@
 """Monitoring: traces, costs, budgets, alerts, feedback, the audit ledger, metrics.
 
+The user's guide (every setting, command and series): docs/monitoring.md.
+
     setup_tracing(settings.telemetry, ...)   one TracerProvider, spans -> trace store / OTLP
     spans.*                                  GenAI + OpenInference attributes on spans
     Telemetry(settings)                      the App's monitoring: .traces .costs .feedback
