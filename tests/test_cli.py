@@ -101,3 +101,13 @@ def test_models_json_lists_the_local_model_as_available():
     rows = {r["name"]: r for r in json.loads(out.stdout)}
     assert rows["local"]["available"] is True and rows["local"]["provider"] == "local"
     assert rows["local"]["context_window"] >= 2048 and rows["local"]["input_price_per_mtok"] == 0
+
+
+@pytest.mark.parametrize(
+    ("args", "says"),
+    [(["ask", "--bogus", "x"], "No such option: --bogus"), (["nonsense"], "No such command 'nonsense'")],
+)
+def test_a_usage_mistake_is_a_usage_message_and_exit_2_not_a_traceback(args, says):
+    done = run(*args)
+    assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
+    assert "Try 'keel" in done.stderr
