@@ -110,4 +110,4 @@ def test_models_json_lists_the_local_model_as_available():
 def test_a_usage_mistake_is_a_usage_message_and_exit_2_not_a_traceback(args, says):
     done = run(*args)
     assert done.returncode == 2 and says in done.stderr and "Traceback" not in done.stderr
-    assert "Try 'keel" in done.stderr
+    assert "--help' for help" in done.stderr
