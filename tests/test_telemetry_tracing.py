@@ -307,6 +307,37 @@ def test_otlp_http_export_reaches_a_collector(monkeypatch):
     assert len(app.telemetry.traces.tree(trace_id)[0].children) == 4  # the store got them as well
 
 
+def test_a_keel_command_exports_its_spans_before_it_exits(monkeypatch, tmp_path, keel_home):
+    """``keel ask`` ends well inside the OTLP processor's batching delay: the exit hook sends its spans."""
+    import subprocess
+    import sys
+
+    from opentelemetry.proto.collector.trace.v1.trace_service_pb2 import ExportTraceServiceRequest
+
+    _Collector.bodies = []
+    server = HTTPServer(("127.0.0.1", 0), _Collector)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    config = tmp_path / "keel.yaml"
+    config.write_text(
+        "models: {scripted: {provider: fake, replies: ['Hello there.']}}\n"
+        "roles: {chat: [scripted], fast: [scripted]}\n"
+        f"telemetry: {{otlp_endpoint: 'http://127.0.0.1:{server.server_port}/v1/traces'}}\n"
+    )
+    try:
+        done = subprocess.run([sys.executable, "-m", "keel", "ask", "hello", "--config", str(config), "--json"],
+                              capture_output=True, text=True, timeout=120,
+                              env={**__import__("os").environ, "NO_PROXY": "127.0.0.1"})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert done.returncode == 0, done.stderr
+    trace_id = json.loads(done.stdout)["trace_id"]
+    exported = {s.name: s.trace_id.hex() for _, _, body in _Collector.bodies
+                for rs in ExportTraceServiceRequest.FromString(body).resource_spans
+                for ss in rs.scope_spans for s in ss.spans}
+    assert exported.get("keel.ask") == trace_id and "chat scripted" in exported
+
+
 def test_sampling_keeps_a_share_of_traces_and_every_cost_row():
     app = _app(replies=["x"] * 200, telemetry={"sample_ratio": 0.25})
     _ = app.gateway

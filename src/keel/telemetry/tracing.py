@@ -14,6 +14,8 @@ Code that makes spans only ever uses ``opentelemetry.trace.get_tracer("keel")``.
 
 from __future__ import annotations
 
+import atexit
+import logging
 import threading
 from collections.abc import Sequence
 from typing import Any
@@ -31,8 +33,11 @@ from .spans import is_content, set_content_capture
 
 __all__ = ["setup_tracing", "shutdown_tracing"]
 
+log = logging.getLogger("keel.telemetry")
 _lock = threading.Lock()
 _state: dict[str, Any] = {"provider": None, "key": None}
+#: how long the exit hook waits for spans still queued for an OTLP collector
+EXIT_FLUSH_MS = 5000
 
 
 class _Fanout(SpanProcessor):
@@ -89,7 +94,23 @@ def _install(service_name: str) -> tuple[Any, KeelTracerProvider, _Fanout]:
                 existing.add_span_processor(fanout)
                 provider = existing
         _state.update(provider=provider, switch=switch, fanout=fanout)
+        atexit.register(_flush_at_exit)
     return _state["provider"], _state["switch"], _state["fanout"]
+
+
+def _flush_at_exit() -> None:
+    """Export what is still queued before the process ends: a CLI command (``keel ask``) ends right
+    after its spans do, well inside the OTLP processor's batching delay."""
+    fanout: _Fanout | None = _state.get("fanout")
+    if fanout is None:
+        return
+    try:
+        fanout.force_flush(EXIT_FLUSH_MS)
+        for p in fanout.targets:
+            if isinstance(p, BatchSpanProcessor):
+                p.shutdown()
+    except Exception:  # a collector that is down must not turn a clean exit into a traceback
+        log.exception("telemetry: could not export the last spans at exit")
 
 
 def setup_tracing(
