@@ -122,3 +122,73 @@ def test_a_tenant_is_budgeted_costed_and_audited_apart_from_other_tenants():
     assert {(d["user_id"], d["tenant_id"]) for d in asked} == {("ann", "acme"), ("bob", "globex")}
     by_tenant = {row["key"]: row for row in app.telemetry.costs.summary("tenant")}
     assert set(by_tenant) == {"acme", "globex"}
+
+
+def _failing_app(*replies) -> _App:  # type: ignore[no-untyped-def]
+    """Two models in every chain, each playing ``replies`` (the last repeated), no retries, no cache."""
+    return _App(
+        models={"m": {"provider": "fake"}, "n": {"provider": "fake"}},
+        roles={"chat": ["m", "n"], "fast": ["m", "n"]},
+        providers={name: FakeProvider(list(replies), repeat_last=True, name=f"fake:{name}") for name in ("m", "n")},
+        gateway={"max_retries": 0, "cache": {"enabled": False}},
+    )
+
+
+def _requests_total(app: App) -> dict[tuple[str, str], float]:
+    return {
+        (s.labels["route"], s.labels["status"]): s.value
+        for metric in app.telemetry.metrics.requests.collect()
+        for s in metric.samples
+        if s.name == "keel_requests_total"
+    }
+
+
+def test_a_request_whose_every_model_fails_raises_and_still_closes_in_the_ledger_and_metrics():
+    from keel.errors import AllModelsFailed, ModelUnavailable
+
+    app = _failing_app(ModelUnavailable("m is down"))
+    with pytest.raises(AllModelsFailed) as raised:
+        app.ask("What is Python?", session="s-fail", user="u1")
+    app.telemetry.flush()
+
+    records = list(app.telemetry.audit.records())
+    assert records[0].event == "input_guard"
+    failed = [r for r in records if r.event == "failed"]
+    assert [r.seq for r in failed] == [records[-1].seq]  # one, and it is the last
+    data = failed[0].data
+    assert data["error"] == "all_models_failed" and data["message"] == raised.value.message
+    assert data["thread_id"] == "s-fail" and data["request_id"].startswith("req_")
+    assert {r.data.get("request_id") for r in records if "request_id" in r.data} == {data["request_id"]}
+    assert app.telemetry.audit.verify().ok
+
+    counts = _requests_total(app)
+    assert sum(v for (_, status), v in counts.items() if status == "error") == 1.0
+    route = data["route"] or "none"
+    assert counts[(route, "error")] == 1.0
+    metrics = app.telemetry.metrics.render().decode()
+    assert f'keel_request_latency_seconds_count{{route="{route}"}} 1.0' in metrics
+
+
+def test_an_unexpected_provider_exception_is_recorded_and_re_raised_unchanged():
+    boom = RuntimeError("socket exploded")
+    app = _failing_app(boom)
+    with pytest.raises(RuntimeError) as raised:
+        app.ask("What is Python?")
+    assert raised.value is boom
+    app.telemetry.flush()
+
+    records = list(app.telemetry.audit.records())
+    assert records[-1].event == "failed"
+    assert records[-1].data["error"] == "internal_error"
+    assert records[-1].data["message"] == "RuntimeError: socket exploded"
+    assert [r.event for r in records].count("failed") == 1
+    assert app.telemetry.audit.verify().ok
+    assert sum(v for (_, status), v in _requests_total(app).items() if status == "error") == 1.0
+
+
+def test_a_successful_request_writes_no_failed_record_and_no_error_count():
+    app = _app()
+    assert app.ask("What is Python?").status == "answered"
+    app.telemetry.flush()
+    assert "failed" not in [r.event for r in app.telemetry.audit.records()]
+    assert _requests_total(app) == {("fast", "answered"): 1.0}

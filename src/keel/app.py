@@ -98,9 +98,14 @@ class App:
         """Answer through the graph; the Answer's status says answered, pending_approval or stopped.
         ``user`` and ``tenant`` scope budgets and costs (``budgets:``) and are named in the audit ledger.
         Setting ``cancel`` (from another thread) stops the run at its next node, model or tool call:
-        a stopped answer whose error is ``cancelled``."""
-        answer = self.runtime.ask(question, kb=kb, session=session, user=user, schema=schema, tenant=tenant,
-                                  cancel=cancel)
+        a stopped answer whose error is ``cancelled``.
+        A run that raises ends the ledger with a ``failed`` record and counts as status ``error``."""
+        try:
+            answer = self.runtime.ask(question, kb=kb, session=session, user=user, schema=schema, tenant=tenant,
+                                      cancel=cancel)
+        except Exception as exc:  # counted (status "error"), then raised as it was
+            self.telemetry.observe_failure(exc)
+            raise
         return self.telemetry.observe_answer(answer)  # type: ignore[no-any-return]
 
     def approve(self, approval_id: str, *, by: str, cancel: CancelToken | None = None) -> Answer:

@@ -9,10 +9,17 @@ A run given a :class:`~keel.CancelToken` stops at its next safe point once the
 token is set (the server sets it when it stops waiting): a ``stopped`` answer
 whose error is ``cancelled``, its root span an error, one ``cancelled`` audit
 record. Its checkpoint is left as a limit leaves it: the session goes on.
+
+A run that raises instead (every model failed, a provider's unexpected error)
+still closes in the ledger: one ``failed`` record naming the error, written
+before the same exception propagates. The exception carries ``keel_run``
+(``route``, ``latency_ms``) so the App can count the request in its metrics.
 """
 
 from __future__ import annotations
 
+import contextlib
+import logging
 import time
 import uuid
 from typing import Any
@@ -32,6 +39,8 @@ from .state import fresh_request
 from .tracing import KIND, mark_error, set_attrs, span, trace_id_of
 
 __all__ = ["GraphRuntime"]
+
+_log = logging.getLogger(__name__)
 
 
 class GraphRuntime:
@@ -162,6 +171,9 @@ class GraphRuntime:
         except GraphRecursionError:
             limit = self.deps.settings.limits.recursion_limit
             error = LimitExceeded("recursion_limit", limit, limit)
+        except Exception as exc:
+            self._failed(exc, inputs, config, thread_id, started)
+            raise
         finally:
             if bound is not None:
                 current.reset(bound)
@@ -183,6 +195,29 @@ class GraphRuntime:
             },
         )
         return answer
+
+    def _failed(self, exc: Exception, inputs: Any, config: dict[str, Any], thread_id: str, started: float) -> None:
+        """The run raised: write its closing ``failed`` audit record and put ``keel_run`` (route,
+        latency) on the exception. Only on this path; never replaces the exception being raised."""
+        latency_ms = (time.perf_counter() - started) * 1000.0
+        try:
+            values = self.graph.get_state(config).values
+        except Exception:  # the checkpointer may be what failed
+            values = {}
+        request_id = values.get("request_id") or (inputs.get("request_id", "") if isinstance(inputs, dict) else "")
+        route = values.get("route") or ""
+        if isinstance(exc, KeelError):
+            detail = exc.to_dict()
+        else:
+            detail = {"error": "internal_error", "message": f"{type(exc).__name__}: {exc}", "hint": None}
+        try:
+            self.deps.audit("failed", {"request_id": request_id, "thread_id": thread_id, "route": route,
+                                       "latency_ms": round(latency_ms, 3), **detail})
+        except Exception:
+            _log.exception("could not write the failed audit record of %s", thread_id)
+        # an exception type that takes no attributes is counted without its route and latency
+        with contextlib.suppress(Exception):
+            exc.keel_run = {"route": route, "latency_ms": latency_ms}  # type: ignore[attr-defined]
 
     def _answer(
         self, values: dict[str, Any], thread_id: str, trace_id: str, started: float, error: KeelError | None

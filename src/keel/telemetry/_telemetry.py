@@ -117,6 +117,17 @@ class Telemetry:
                 self.metrics.observe_guardrail(str(verdict))
         return answer
 
+    def observe_failure(self, exc: BaseException) -> None:
+        """Count one request that raised instead of answering: status ``error``, with the route and
+        latency the runtime put on the exception (``keel_run``); route ``none`` and latency 0 when
+        it failed before the run began (a rejected question)."""
+        if self.enabled:
+            run = getattr(exc, "keel_run", None) or {}
+            route = run.get("route") or "none"
+            self.metrics.observe_request(route, "error", float(run.get("latency_ms", 0.0)) / 1000.0)
+            if run.get("route"):  # the router had decided before the run failed
+                self.metrics.observe_route(route)
+
     def attach(self, gateway: Gateway) -> Gateway:
         """Trace and account every call of ``gateway`` (no-op while telemetry is off)."""
         self.setup_tracing()
