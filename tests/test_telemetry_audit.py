@@ -159,6 +159,18 @@ def test_hash_only_mode_keeps_proof_without_the_text(url):
     assert ledger.verify().ok
 
 
+def test_hash_only_mode_hashes_what_quotes_the_answer_too(tmp_path):
+    """The guardrail's findings quote the draft, a check's detail quotes sentences, a tool returns text."""
+    ledger = AuditLedger(open_engine(f"sqlite:///{tmp_path / 't.sqlite3'}"), AuditSettings(store_text=False))
+    ledger.append("guardrail", {"verdict": "fallback", "problems": ["unsupported: 'Paris is in Spain.'"],
+                                "guardrail": {"checks": [{"name": "repetition", "detail": "Paris is in Spain."}]}})
+    ledger.append("tool_call", {"tool": "read_file", "args": {"path": "notes.txt"}, "result": "my secret notes"})
+    stored = json.dumps([r.data for r in ledger.records()])
+    assert "Spain" not in stored and "secret" not in stored
+    assert '"verdict": "fallback"' in stored and '"path": "notes.txt"' in stored  # the decision itself stays
+    assert ledger.verify().ok
+
+
 def test_retention_prunes_old_records_and_the_chain_still_verifies(url):
     now = [datetime(2026, 1, 1, tzinfo=UTC)]
     ledger = AuditLedger(open_engine(url), AuditSettings(retention_days=30), clock=lambda: now[0])

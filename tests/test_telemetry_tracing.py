@@ -428,3 +428,17 @@ def test_a_trace_written_in_two_batches_reads_back_whole():
     assert (summary.spans, summary.name, tree.name, [c.name for c in tree.children]) == (
         2, "keel.ask", "keel.ask", ["keel.router"])
     assert app.telemetry.traces.prune(older_than=summary.start_time + 1) == 2  # both batches go together
+
+
+def test_without_content_capture_the_guards_findings_are_not_stored_either():
+    """The quality guard's problems and check details quote the draft answer: they are message text."""
+    app = _app(telemetry={"capture_content": False})
+    app.telemetry.setup_tracing()
+    with trace.get_tracer("keel").start_as_current_span("keel.guard.quality") as current:
+        current.set_attributes({"keel.problems": ["unsupported: 'Paris is in Spain.'"], "keel.verdict": "reask"})
+        set_guardrail(current, "reask", [{"name": "repetition", "passed": False, "detail": "Paris is in Spain."}])
+        trace_id = format(current.get_span_context().trace_id, "032x")
+    app.telemetry.flush()
+    [node] = app.telemetry.traces.tree(trace_id)
+    assert "Spain" not in json.dumps(node.attributes)
+    assert node.attributes["keel.verdict"] == "reask" and node.attributes["keel.guardrail.verdict"] == "reask"

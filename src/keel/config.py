@@ -145,8 +145,11 @@ class AuditSettings(_Strict):
     retention_days: float | None = Field(None, gt=0)
     #: False: keep only a sha256 of the text fields (question, answer, source text, ...)
     store_text: bool = True
+    #: with store_text false, the values under these keys are stored as their sha256: the
+    #: guardrail's ``problems`` and a check's ``detail`` quote the answer, a tool's ``result`` its output
     text_keys: list[str] = Field(default_factory=lambda: [
-        "question", "answer", "text", "content", "prompt", "messages", "input", "output", "comment"])
+        "question", "answer", "text", "content", "prompt", "messages", "input", "output", "comment",
+        "problems", "detail", "result"])
 
 
 class TelemetrySettings(_Strict):

@@ -88,6 +88,9 @@ CONTENT_KEYS = frozenset(
         "gen_ai.system_instructions",
         "gen_ai.tool.call.arguments",
         "gen_ai.tool.call.result",
+        # the quality guard's findings quote the draft answer's sentences
+        "keel.problems",
+        "keel.guardrail.checks",
     }
 )
 _CONTENT_PREFIXES = (f"{SA.LLM_INPUT_MESSAGES}.", f"{SA.LLM_OUTPUT_MESSAGES}.")
