@@ -204,12 +204,13 @@ def test_sqlite_counters_are_shared_across_instances_on_one_file(tmp_path):
 
 
 def test_an_unreachable_redis_refuses_the_call_with_a_typed_error():
-    from keel.errors import ConfigError, RunError
+    from keel.errors import BudgetStoreUnavailable, ConfigError
 
     app = _app({"backend": "redis", "redis_url": "redis://127.0.0.1:1/0", "user_usd": 1.0})
-    with pytest.raises(RunError, match="budget store at redis://127.0.0.1:1/0 cannot be reached") as info:
+    with pytest.raises(BudgetStoreUnavailable, match="budget store at redis://127.0.0.1:1/0 cannot be reached") as info:
         app.gateway.chat(_request())
     assert "start Redis" in info.value.hint
+    assert (info.value.http_status, info.value.code) == (503, "budget_store_unavailable")  # down for now
     assert app.providers["m"].requests == []  # fail closed: the model was never called
     with pytest.raises(ConfigError, match="not a Redis URL"):
         _ = _app({"backend": "redis", "redis_url": "http://nope", "user_usd": 1.0}).budget

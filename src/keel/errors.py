@@ -36,6 +36,7 @@ translated where they enter keel and never travel further.
     │   ├── Cancelled              the run was stopped (timeout, Ctrl-C, job) exit 130 (HTTP 499)
     │   ├── StateUnavailable       the database of paused runs is unreachable exit 1 (HTTP 503)
     │   ├── BrokerUnavailable      the Celery broker cannot be reached        exit 1 (HTTP 503)
+    │   ├── BudgetStoreUnavailable the budget counters cannot be reached      exit 1 (HTTP 503)
     │   └── WorkerLost             a job's worker died before it finished     (recorded on the job)
     └── ApprovalRequired           control flow: a person must approve        exit 10
 
@@ -52,6 +53,7 @@ __all__ = [
     "ApprovalRequired",
     "BadModelResponse",
     "BrokerUnavailable",
+    "BudgetStoreUnavailable",
     "BudgetExceeded",
     "Cancelled",
     "CircuitOpen",
@@ -416,6 +418,14 @@ class BrokerUnavailable(RunError):
                  "(no broker needed)",
         )
         self.url = url
+
+
+class BudgetStoreUnavailable(RunError):
+    """The budget counters (``budgets.redis_url``) cannot be reached: model calls are refused, never
+    made unbudgeted. A service that is down for now, not a bad request: HTTP 503."""
+
+    http_status = 503
+    code = "budget_store_unavailable"
 
 
 class WorkerLost(RunError):

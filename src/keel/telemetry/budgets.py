@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from .._redis import Outage, connect
 from .._sqlite import ThreadConnections
 from ..config import BudgetLimit, Settings
-from ..errors import BudgetExceeded, ConfigError, RunError
+from ..errors import BudgetExceeded, BudgetStoreUnavailable, ConfigError
 from ..models.gateway import BudgetHook, NoBudget
 
 __all__ = ["Budgets", "RedisCounters", "Reservation", "SQLiteCounters", "build_budgets", "window"]
@@ -311,7 +311,7 @@ return 0
 class RedisCounters:
     """Counters in Redis hashes; a Lua script makes check-and-reserve atomic for all replicas.
 
-    An unreachable Redis fails closed: the call is refused (RunError), never made unbudgeted.
+    An unreachable Redis fails closed: the call is refused (BudgetStoreUnavailable), never made unbudgeted.
     After a failure calls are refused at once for ``retry_s`` seconds (:class:`~keel._redis.Outage`),
     so a hung Redis costs one timeout per ``retry_s``, not one per call.
     """
@@ -340,8 +340,8 @@ class RedisCounters:
             log.warning("budget store at %s is back", self.url)
         return result
 
-    def _unreachable(self, why: str) -> RunError:
-        return RunError(
+    def _unreachable(self, why: str) -> BudgetStoreUnavailable:
+        return BudgetStoreUnavailable(
             f"the budget store at {self.url} cannot be reached: {why}",
             hint="start Redis or fix budgets.redis_url; calls are refused until then",
         )
