@@ -109,8 +109,8 @@ def test_the_key_name_is_the_user_and_the_approver(workspace: Path, keys: KeySto
         theirs = client.post("/v1/ask", json={"question": "What is Python?", "user": "end-user-7"},
                              headers=_auth(backend)).json()
         assert client.get(f"/v1/traces/{mine}").json()["spans"][0]["attributes"]["user.id"] == "ann"
-        assert client.get(f"/v1/traces/{theirs['trace_id']}").json()["spans"][0]["attributes"]["user.id"] == (
-            "end-user-7")
+        their_trace = client.get(f"/v1/traces/{theirs['trace_id']}", headers=_auth(backend))  # ann's key: 404
+        assert their_trace.json()["spans"][0]["attributes"]["user.id"] == "end-user-7"
 
         (workspace / "notes.txt").write_text("x")
         paused = client.post("/v1/ask", json={"question": "delete notes.txt in the workspace"}).json()

@@ -136,9 +136,21 @@ async def reject(
 # -- feedback and traces ----------------------------------------------------------------------------
 
 
-def _trace_tree(app: App, trace_id: str) -> list[Any]:
+def _trace_owner(who: Caller) -> dict[str, str | None]:
+    """Whose traces ``who`` may read, as TraceStore filters: by the rule ``user_for`` / ``tenant_for``
+    apply to acting for others. Without a key (auth off) or with an ``act_as_any`` key, everyone's
+    (no filter); else the user and tenant its requests run as: its own name, and its tenant if it has one."""
+    if who.name is None or who.act_as_any:
+        return {"user": None, "tenant": None}
+    return {"user": who.user_for(None), "tenant": who.tenant_for(None)}
+
+
+def _trace_tree(app: App, trace_id: str, who: Caller | None = None) -> list[Any]:
+    """The trace's span tree; 404 when unknown, and when ``who`` may not read it (never 403:
+    another user's trace id is not confirmed to exist)."""
+    owner = _trace_owner(who) if who is not None else {}
     try:
-        return app.telemetry.traces.tree(trace_id)  # type: ignore[no-any-return]
+        return app.telemetry.traces.tree(trace_id, **owner)  # type: ignore[no-any-return]
     except InputError:
         raise NotFound(f"no trace with id {trace_id!r}", hint="list recent traces with GET /v1/traces") from None
 
@@ -159,18 +171,20 @@ def list_traces(
     limit: Annotated[int, Query(ge=1, le=500)] = 20,
     since: Annotated[str | None, Query(max_length=40, description="24h, 7d, 30m or a date (2026-11-01)")] = None,
 ) -> JSONResponse:
-    """Recent traces, newest first, with span count, tokens and cost."""
+    """Recent traces, newest first, with span count, tokens and cost: the API key's own (its user's,
+    in its tenant if it has one); every trace with a key made ``--act-as-any`` or with auth off."""
     from ..telemetry.costs import parse_since
 
-    rows = keel_app(request).telemetry.traces.list(limit=limit, since=parse_since(since))
+    rows = keel_app(request).telemetry.traces.list(limit=limit, since=parse_since(since), **_trace_owner(who))
     return JSONResponse([r.to_dict() for r in rows])
 
 
 @router.get("/traces/{trace_id}", responses={200: {"model": TraceTreeOut}, **_errors(404)}, tags=["traces"])
 def get_trace(trace_id: Annotated[str, Path(min_length=1, max_length=64)], request: Request,
               who: CallerDep) -> JSONResponse:
-    """One trace as its tree of spans (timings, tokens, cost, attributes)."""
-    roots = _trace_tree(keel_app(request), trace_id)
+    """One trace as its tree of spans (timings, tokens, cost, attributes). 404 for another user's trace
+    (or another tenant's), as for an unknown id, unless the key was made ``--act-as-any``."""
+    roots = _trace_tree(keel_app(request), trace_id, who)
     return JSONResponse({"trace_id": trace_id, "spans": [r.to_dict() for r in roots]})
 
 

@@ -160,13 +160,43 @@ class StoreSpanProcessor(SpanProcessor):
 
 
 class TraceStore:
+    #: traces read per query while a filtered list looks for ``limit`` matches
+    scan_page = 100
+
     def __init__(self, engine: Engine, writer: BatchWriter) -> None:
         self.engine = engine
         self.writer = writer
 
-    def list(self, *, limit: int = 20, since: float | None = None) -> list[TraceSummary]:
-        """The most recent traces, newest first, with their totals."""
+    def list(self, *, limit: int = 20, since: float | None = None, user: str | None = None,
+             tenant: str | None = None) -> list[TraceSummary]:
+        """The most recent traces, newest first, with their totals.
+
+        ``user`` / ``tenant``: only traces whose root span names that user (``user.id``) / tenant
+        (``keel.tenant_id``); still up to ``limit`` of them, however many newer traces do not match."""
         self.writer.flush()
+        scoped = user is not None or tenant is not None
+        page = max(limit, self.scan_page) if scoped else limit
+        found: list[TraceSummary] = []
+        seen: set[str] = set()
+        offset = 0
+        while True:
+            groups = self._groups(since, page, offset)
+            for g in groups:
+                if g.trace_id in seen:  # a trace written between two pages shifts the next one
+                    continue
+                seen.add(g.trace_id)
+                roots = self._roots(g.trace_id)
+                if not roots or (scoped and not _owned_by(roots, user, tenant)):
+                    continue
+                found.append(self._summary(roots, g.trace_id, int(g.n), g.start, g.end))
+                if len(found) == limit:
+                    return found
+            if not scoped or len(groups) < page:
+                return found
+            offset += page
+
+    def _groups(self, since: float | None, limit: int, offset: int) -> list[Any]:
+        """A page of traces (id, start, end, span count), newest first."""
         b = t.span_batches
         start = sa.func.min(b.c.start_time)
         q = (
@@ -177,17 +207,16 @@ class TraceStore:
                 sa.func.sum(b.c.span_count).label("n"),
             )
             .group_by(b.c.trace_id)
-            .order_by(sa.desc("start"))
+            .order_by(sa.desc("start"), b.c.trace_id)
             .limit(limit)
+            .offset(offset)
         )
         if since is not None:  # by when the trace started, not when its last batch was written
             q = q.having(start >= since)
         with self.engine.connect() as conn:
-            groups = conn.execute(q).all()
-        return [self._summary(g.trace_id, int(g.n), g.start, g.end) for g in groups]
+            return list(conn.execute(q).all())
 
-    def _summary(self, trace_id: str, n: int, start: float, end: float) -> TraceSummary:
-        roots = self.tree(trace_id)
+    def _summary(self, roots: list[SpanNode], trace_id: str, n: int, start: float, end: float) -> TraceSummary:
         root = roots[0]
         summary = TraceSummary(trace_id, root.name, start, (end - start) * 1000, n, root.status)
         for node in _walk(roots):
@@ -200,15 +229,23 @@ class TraceStore:
                 summary.status = "error"
         return summary
 
-    def tree(self, trace_id: str) -> list[SpanNode]:
-        """The trace's spans as trees (roots first by start time). Raises InputError if unknown."""
+    def tree(self, trace_id: str, *, user: str | None = None, tenant: str | None = None) -> list[SpanNode]:
+        """The trace's spans as trees (roots first by start time). Raises NotFound if unknown.
+
+        ``user`` / ``tenant``: a trace whose root span names another user / tenant is NotFound too,
+        with the same message (the caller learns nothing about whether it exists)."""
         self.writer.flush()
+        roots = self._roots(trace_id)
+        if not roots or ((user is not None or tenant is not None) and not _owned_by(roots, user, tenant)):
+            raise NotFound(f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`")
+        return roots
+
+    def _roots(self, trace_id: str) -> list[SpanNode]:
+        """The trace's span trees, or [] for an unknown trace (the writer already flushed)."""
         b = t.span_batches
         with self.engine.connect() as conn:
             batches = conn.execute(sa.select(b.c.spans).where(b.c.trace_id == trace_id).order_by(b.c.id)).scalars()
             records = [record for batch in batches for record in json.loads(batch)]
-        if not records:
-            raise NotFound(f"no trace with id {trace_id!r}", hint="list recent traces with `keel traces list`")
         records.sort(key=lambda r: r["start_time"])
         nodes = {r["span_id"]: SpanNode(**r) for r in records}
         roots = []
@@ -234,6 +271,12 @@ class TraceStore:
 
     def root_attributes(self, trace_id: str) -> dict[str, Any]:
         return self.tree(trace_id)[0].attributes
+
+
+def _owned_by(roots: list[SpanNode], user: str | None, tenant: str | None) -> bool:
+    """Whether the trace's first root span names ``user`` and ``tenant`` (each when given)."""
+    attrs = roots[0].attributes
+    return (user is None or attrs.get("user.id") == user) and (tenant is None or attrs.get("keel.tenant_id") == tenant)
 
 
 def _walk(nodes: list[SpanNode]):  # type: ignore[no-untyped-def]
