@@ -95,3 +95,18 @@ def test_the_limit_counts_matching_traces_behind_newer_ones_of_others(workspace:
         assert [s.trace_id for s in store.list(limit=10, user="ann")] == older[::-1]  # fewer than limit exist
         assert store.list(limit=3, user="nobody") == []
         assert [s.trace_id for s in store.list(limit=3)] == newer[::-1][:3]  # unfiltered: as before
+
+
+def test_the_resumed_half_of_a_paused_run_is_the_askers_trace_too(workspace: Path, keys: KeyStore) -> None:
+    _, ann = keys.create("ann")
+    _, bob = keys.create("bob")
+    _, ops = keys.create("ops", act_as_any=True)
+    (workspace / "notes.txt").write_text("x")
+    with TestClient(create_app(scripted_app(), keys=keys)) as client:
+        paused = client.post("/v1/ask", json={"question": "delete notes.txt in the workspace"}, headers=auth(ann))
+        assert paused.status_code == 202, paused.text
+        resumed = client.post(f"/v1/approvals/{paused.json()['approval']['id']}/approve", headers=auth(ops))
+        assert resumed.status_code == 200, resumed.text
+        trace_id = resumed.json()["trace_id"]
+        assert (_shown(client, ann, trace_id), _shown(client, bob, trace_id)) == (200, 404)
+        assert trace_id in _listed(client, ann)

@@ -141,6 +141,8 @@ class GraphRuntime:
             },
         )
         command = Command(resume={"approval_id": approval_id, "status": record.status, "by": approver})
+        # the resumed run is the asker's, as its first half was: its trace names them (and is theirs to read)
+        asked = self.graph.get_state(self._config(record.run_id)).values
         with span(
             self.deps.tracer,
             "keel.resume",
@@ -149,6 +151,8 @@ class GraphRuntime:
                 "keel.approval_id": approval_id,
                 "keel.decision": record.status,
                 "keel.approver": approver,
+                SA.USER_ID: asked.get("user_id") or None,
+                "keel.tenant_id": asked.get("tenant_id") or None,
             },
         ) as root:
             answer = self._run(root, command, record.run_id, cancel)
