@@ -105,11 +105,25 @@ def test_down_votes_export_as_evaluation_cases(app):
     assert len(fb.curation_queue()) == 1
 
 
+def test_a_vote_on_an_answer_that_sampling_did_not_trace_is_taken_from_its_cost_row():
+    """sample_ratio 0.1 is a production setting: thumbs on the other nine answers must still count."""
+    app = App(models={"m": {"provider": "fake"}}, roles={"chat": ["m"]}, providers={"m": FakeProvider()},
+              gateway={"cache": {"enabled": False}}, telemetry={"sample_ratio": 0.0})
+    trace_id = _answered(app, "What is keel?", "A runtime for LLM apps.")
+    assert app.telemetry.traces.list() == []  # nothing was traced
+    vote = app.telemetry.feedback.record(trace_id, "down", comment="too terse")
+    assert (vote.rating, vote.route, vote.prompt_version, vote.question) == ("down", "fast", "ask@7", None)
+    given = app.telemetry.feedback.record(trace_id, "up", question="What is keel?", answer="A runtime.")
+    assert (given.question, given.curation_id) == ("What is keel?", 1)  # the caller may name what it saw
+    with pytest.raises(NotFound, match="to attach feedback to"):
+        app.telemetry.feedback.record("0" * 32, "up")
+
+
 def test_bad_votes_get_typed_errors(app):
     trace_id = _answered(app, "q", "a")
     with pytest.raises(InputError, match="not up or down"):
         app.telemetry.feedback.record(trace_id, "meh")
-    with pytest.raises(NotFound, match="no trace with id 'f00'"):
+    with pytest.raises(NotFound, match="no trace with id 'f00' to attach feedback to"):
         app.telemetry.feedback.record("f00", "up")
     with pytest.raises(NotFound, match="no curation candidate 99"):
         app.telemetry.feedback.curate(99, accept=False)

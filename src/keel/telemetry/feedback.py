@@ -107,14 +107,20 @@ class FeedbackStore:
         )
 
     def _from_trace(self, trace_id: str) -> dict[str, str]:
-        """Question, answer, prompt version and route as the trace's spans recorded them."""
+        """Question, answer, prompt version and route as the trace's spans recorded them.
+
+        A trace that ``telemetry.sample_ratio`` left unrecorded still has its model calls' cost rows
+        (costs see every call): the vote is taken, with the route and prompt version they name."""
         try:
             roots = self.traces.tree(trace_id)
-        except InputError:
-            raise InputError(
-                f"no trace with id {trace_id!r} to attach feedback to",
-                hint="copy the trace_id from the answer, or list traces with `keel traces list`",
-            ) from None
+        except NotFound:
+            unsampled = self._from_costs(trace_id)
+            if unsampled is None:
+                raise NotFound(
+                    f"no trace with id {trace_id!r} to attach feedback to",
+                    hint="copy the trace_id from the answer, or list traces with `keel traces list`",
+                ) from None
+            return unsampled
         found: dict[str, str] = {}
         root = roots[0].attributes
         if "input.value" in root:
@@ -131,6 +137,19 @@ class FeedbackStore:
                 found.setdefault("route", str(a["keel.route"]))
             stack.extend(node.children)
         return found
+
+    def _from_costs(self, trace_id: str) -> dict[str, str] | None:
+        """Route and prompt version from the trace's first cost row; None if it made no model call."""
+        c = t.model_calls
+        with self.engine.connect() as conn:  # tree() flushed the writer: the rows are on disk
+            row = conn.execute(
+                sa.select(c.c.route, c.c.meta).where(c.c.trace_id == trace_id).order_by(c.c.id).limit(1)
+            ).first()
+        if row is None:
+            return None
+        meta = json.loads(row.meta or "{}")
+        found = {"route": row.route, "prompt_version": meta.get("prompt_version")}
+        return {k: str(v) for k, v in found.items() if v}
 
     def votes(self, *, rating: str | None = None, limit: int = 100) -> list[Vote]:
         q = (
