@@ -151,3 +151,34 @@ def test_a_new_store_uses_16kb_pages_and_an_existing_one_keeps_its_own(tmp_path)
         with open_engine(f"sqlite:///{path}").connect() as conn:
             assert conn.exec_driver_sql("PRAGMA page_size").scalar() == size
             assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+
+
+def test_periodic_chores_run_on_the_writer_thread_and_stop_with_their_owner(caplog):
+    import gc
+    import time
+
+    from keel.telemetry import _writer
+
+    class Chore:
+        def __init__(self, fail: bool = False) -> None:
+            self.runs, self.fail = 0, fail
+
+        def run(self) -> None:
+            self.runs += 1
+            if self.fail:
+                raise RuntimeError("boom")
+
+    kept, failing, dropped = Chore(), Chore(fail=True), Chore()
+    for chore in (kept, failing, dropped):
+        _writer.every(0.05, chore.run)
+    dropped_entry = _writer._periodic[-1]
+    del dropped, chore  # the loop variable held it too
+    gc.collect()
+    deadline = time.monotonic() + 10
+    while (kept.runs < 2 or failing.runs < 2) and time.monotonic() < deadline:
+        _writer.wake()
+        time.sleep(0.05)
+    assert kept.runs >= 2 and failing.runs >= 2  # a chore that raised runs again next period
+    assert "a periodic task failed" in caplog.text
+    assert dropped_entry not in _writer._periodic  # its owner is gone: so is the chore
+    _writer._periodic[:] = [t for t in _writer._periodic if t[1]() not in (kept.run, failing.run)]

@@ -442,3 +442,19 @@ def test_without_content_capture_the_guards_findings_are_not_stored_either():
     [node] = app.telemetry.traces.tree(trace_id)
     assert "Spain" not in json.dumps(node.attributes)
     assert node.attributes["keel.verdict"] == "reask" and node.attributes["keel.guardrail.verdict"] == "reask"
+
+
+def test_a_long_running_process_applies_trace_retention_without_being_reopened(monkeypatch):
+    import time
+
+    from keel.telemetry import _telemetry
+
+    monkeypatch.setattr(_telemetry, "RETENTION_EVERY_S", 0.1)
+    app = _app(replies=("It is 42.",) * 2, telemetry={"trace_retention_days": 7})
+    old, recent = _ask(app), _ask(app)
+    assert {s.trace_id for s in app.telemetry.traces.list()} == {old, recent}  # the store is open
+    _age_trace(app, old, 10)
+    deadline = time.monotonic() + 10
+    while old in {s.trace_id for s in app.telemetry.traces.list()} and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert [s.trace_id for s in app.telemetry.traces.list()] == [recent]  # pruned by the writer's hourly chore

@@ -16,6 +16,7 @@ from typing import Any
 
 from ..config import Settings
 from ..models.gateway import CallRecord, Gateway
+from . import _writer
 from ._db import default_url, open_engine
 from ._writer import BatchWriter
 from .alerts import build_alerts
@@ -30,6 +31,8 @@ __all__ = ["Telemetry", "no_audit"]
 
 _writers: dict[str, BatchWriter] = {}
 _guard = threading.Lock()
+#: how often a long-running process applies trace and audit retention (also done when a store opens)
+RETENTION_EVERY_S = 3600.0
 
 
 def no_audit(event: str, data: dict[str, Any]) -> None:
@@ -51,6 +54,8 @@ class Telemetry:
         self.url = self.config.database_url or default_url(settings.data_dir)
         self.metrics = Metrics()
         self.alerts = build_alerts(settings, self.metrics)
+        if self.config.trace_retention_days is not None or self.config.audit.retention_days is not None:
+            _writer.every(RETENTION_EVERY_S, self.apply_retention)  # a server would otherwise prune once
 
     @property
     def enabled(self) -> bool:
@@ -70,6 +75,14 @@ class Telemetry:
         if self.config.trace_retention_days is not None:
             store.prune(time.time() - self.config.trace_retention_days * 86400)
         return store
+
+    def apply_retention(self) -> None:
+        """Delete traces and audit records older than their retention settings (the stores do it when
+        they open; the background writer calls this every RETENTION_EVERY_S for long-running processes)."""
+        if self.config.trace_retention_days is not None:
+            self.traces.prune(time.time() - self.config.trace_retention_days * 86400)
+        if self.config.audit.enabled and self.config.audit.retention_days is not None:
+            self.audit.prune()
 
     @functools.cached_property
     def costs(self) -> CostStore:

@@ -6,7 +6,8 @@ daemon thread shared by every writer in the process. ``flush()`` writes
 everything queued so far, so a CLI command or a test reads its own writes; an
 ``atexit`` hook flushes at exit. The audit ledger's appender
 (:mod:`keel.telemetry.audit`) is served by the same thread through
-:func:`register`.
+:func:`register`, and so are slow periodic chores such as retention
+(:func:`every`).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import atexit
 import logging
 import os
 import threading
+import time
 import weakref
 from collections import deque
 from collections.abc import Callable, Sequence
@@ -26,7 +28,9 @@ from sqlalchemy.engine import Engine
 
 from ._db import local_write_lock
 
-__all__ = ["BatchWriter", "Queued", "build_rows", "build_with", "insert_sql", "insert_statement", "register", "wake"]
+__all__ = [
+    "BatchWriter", "Queued", "build_rows", "build_with", "every", "insert_sql", "insert_statement", "register", "wake",
+]
 
 log = logging.getLogger("keel.telemetry")
 Row = tuple[sa.Table, Any]
@@ -45,6 +49,8 @@ class Queued(Protocol):
 
 _live: weakref.WeakSet[Queued] = weakref.WeakSet()
 _builders: dict[sa.Table, Builder] = {}
+#: [period in seconds, the bound method (held weakly), when it is next due (monotonic)]
+_periodic: list[list[Any]] = []
 _wake = threading.Event()
 _started = threading.Lock()
 _thread: list[threading.Thread] = []
@@ -138,6 +144,31 @@ def _run() -> None:
                     writer.flush()
             except Exception:  # the thread serves every writer: it must outlive any one failure
                 log.exception("telemetry: the background writer failed; it will retry")
+        _run_due()
+
+
+def every(period_s: float, method: Callable[[], Any]) -> None:
+    """Have the background thread call ``method`` about every ``period_s`` seconds, the first time
+    one period from now. ``method`` is a bound method held weakly: it stops with its object."""
+    _periodic.append([period_s, weakref.WeakMethod(method), time.monotonic() + period_s])  # type: ignore[arg-type]
+    _ensure_thread()
+
+
+def _run_due() -> None:
+    now = time.monotonic()
+    for task in list(_periodic):
+        period, ref, due = task
+        if now < due:
+            continue
+        method = ref()
+        if method is None:  # its object is gone
+            _periodic.remove(task)
+            continue
+        task[2] = now + period
+        try:
+            method()
+        except Exception:  # a chore that fails now runs again next period; the writes go on
+            log.exception("telemetry: a periodic task failed; it will run again in %gs", period)
 
 
 def register(queued: Queued) -> None:
