@@ -167,7 +167,7 @@ class TelemetrySettings(_Strict):
     #: budgets and the audit ledger always see every call
     sample_ratio: float = Field(1.0, ge=0, le=1)
     service_name: str = "keel"
-    #: spans older than this are deleted when the trace store opens (None keeps them);
+    #: spans older than this are deleted when the trace store opens, then hourly (None keeps them);
     #: cost rows are accounting records and are kept
     trace_retention_days: float | None = Field(None, gt=0)
     audit: AuditSettings = AuditSettings()
