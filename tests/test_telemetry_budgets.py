@@ -281,3 +281,22 @@ def test_a_reservation_whose_caller_died_is_released_after_its_lease_redis():
     finally:
         for key in counters.client.scan_iter(counters.prefix + "*"):
             counters.client.delete(key)
+
+
+def test_a_model_with_no_known_price_is_refused_by_a_budget_that_applies_not_trusted():
+    """pricing.py's promise: an unpriced remote model (a self-hosted one, say) costs 0 on the books, so
+    a budget cannot bound it; it is refused with what to set, unless no budget applies to the call."""
+    from keel.errors import ConfigError
+
+    def app(**model: object) -> App:
+        return App(models={"m": {"provider": "openai", "model": "my-own-llama", **model}}, roles={"chat": ["m"]},
+                   providers={"m": FakeProvider(["twelve"], repeat_last=True, name="fake:m")},
+                   gateway={"cache": {"enabled": False}}, budgets={"user_usd": 1.0})
+
+    unpriced = app()
+    with pytest.raises(ConfigError, match="'m' has no known price") as info:
+        unpriced.gateway.chat(_request())
+    assert "input_price_per_mtok" in info.value.hint and unpriced.providers["m"].requests == []
+    assert unpriced.gateway.chat(_request(user="")).text == "twelve"  # no user: the user budget does not apply
+    priced_free = app(input_price_per_mtok=0, output_price_per_mtok=0)  # "I run it myself": opted in
+    assert priced_free.gateway.chat(_request()).text == "twelve"

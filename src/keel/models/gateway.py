@@ -15,6 +15,7 @@ fallback, and so no reservation.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 import time
@@ -191,6 +192,8 @@ class Gateway:
         return delay
 
     def _reserve(self, handle: ModelHandle, request: ChatRequest) -> Any:
+        if not handle.pricer.is_priced:  # what it could cost is unknown: a budget must not trust it
+            return self.budget.reserve(model=handle.name, max_cost_usd=math.inf, metadata=request.metadata)
         max_out = request.max_tokens or handle.max_output_tokens
         worst = handle.pricer.worst_case(estimate_request_tokens(request), max_out)
         return self.budget.reserve(model=handle.name, max_cost_usd=worst, metadata=request.metadata)

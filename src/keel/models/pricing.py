@@ -3,7 +3,9 @@
 Order: prices configured on the model (USD per million tokens), then the
 ``genai-prices`` snapshot that ships in the package (no network: we never ask
 it to update), then zero for the local model. An unknown remote model costs
-zero but is reported as unpriced, so a budget never silently trusts it.
+zero but is reported as unpriced, so a budget never silently trusts it: the
+gateway reserves an unbounded worst case for it, which a budget that applies
+refuses with a ConfigError asking for the model's prices.
 """
 
 from __future__ import annotations
@@ -25,9 +27,10 @@ class Pricer:
 
     @property
     def is_priced(self) -> bool:
-        if self.config.provider in ("local", "fake"):
+        cfg = self.config
+        if cfg.provider in ("local", "fake") or cfg.input_price_per_mtok is not None:
             return True
-        return self.config.input_price_per_mtok is not None or self._lookup() is not None
+        return cfg.output_price_per_mtok is not None or self._lookup() is not None
 
     def cost(self, usage: Usage) -> float:
         cfg = self.config

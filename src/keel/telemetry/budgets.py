@@ -16,6 +16,7 @@ on one machine) and Redis (one Lua script: atomic across every replica).
 from __future__ import annotations
 
 import logging
+import math
 import sqlite3
 import uuid
 from collections.abc import Callable, Mapping
@@ -140,6 +141,12 @@ class Budgets:
         checks = self.checks(metadata, now)
         if not checks:
             return None
+        if math.isinf(max_cost_usd):  # the gateway's word for a model with no known price
+            raise ConfigError(
+                f"model {model!r} has no known price, so the {checks[0].name} budget cannot bound what it spends",
+                hint=f"set models.{model}.input_price_per_mtok and output_price_per_mtok in keel.yaml "
+                     "(0 for a model you run yourself)",
+            )
         reservation = Reservation(checks, to_nano(max_cost_usd), uuid.uuid4().hex, now.timestamp() + self.lease_s)
         refused = self.counters.reserve(reservation, now)
         if refused is not None:
