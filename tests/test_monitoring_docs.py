@@ -62,7 +62,13 @@ def test_the_page_shows_the_commands_it_is_about():
 
 @pytest.mark.parametrize("line", _keel_command_lines())
 def test_every_keel_command_line_parses(line: str) -> None:
-    _parse(line)
+    path, _ = _parse(line)  # a usage error would raise here
+    command: Any = get_command(cli)
+    for name in path[1:]:
+        command = command.commands[name]  # a real keel command, reached by name
+    declared = {opt for param in command.params for opt in param.opts}
+    given = {w.split("=")[0] for w in shlex.split(line) if w.startswith("--")}
+    assert len(path) >= 2 and given <= declared, (line, sorted(given - declared))
 
 
 def test_the_refusals_of_the_parser_are_real() -> None:  # the check above would catch a wrong page

@@ -7,12 +7,13 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
 import pytest
+
+from .server_fixtures import wait_healthy
 
 pytestmark = pytest.mark.scale
 
@@ -45,16 +46,8 @@ def _serve(tmp_path: Path, name: str, env: dict[str, str]) -> tuple[subprocess.P
         cwd=tmp_path, env={**env, "KEEL_HOME": str(tmp_path / f"home-{name}")}, stdout=log, stderr=log,
     )
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        assert proc.poll() is None, (tmp_path / f"{name}.log").read_text()
-        try:
-            if httpx.get(base + "/healthz", timeout=2).status_code == 200:
-                return proc, base
-        except httpx.TransportError:
-            pass
-        assert time.monotonic() < deadline, f"keel serve ({name}) did not come up"
-        time.sleep(0.3)
+    wait_healthy(base, proc, timeout_s=120, output=(tmp_path / f"{name}.log").read_text)
+    return proc, base
 
 
 @pytest.fixture

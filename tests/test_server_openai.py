@@ -18,6 +18,7 @@ from fastapi.testclient import TestClient
 from keel.server import KeyStore, create_app
 from keel.server._openai import pieces
 
+from .server_fixtures import wait_healthy
 from .test_server_api import REPLY, scripted_app
 
 SERVED_REPLY = "Hello from keel, the production runtime for language model applications."
@@ -59,17 +60,7 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, str]
     )
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            if proc.poll() is not None or time.monotonic() > deadline:
-                proc.kill()
-                pytest.fail(f"keel serve did not start:\n{proc.stdout.read() if proc.stdout else ''}")
-            time.sleep(0.2)
+        wait_healthy(base, proc, timeout_s=60, output=lambda: proc.stdout.read() if proc.stdout else "")
         yield base, key
     finally:
         proc.terminate()

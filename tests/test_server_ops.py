@@ -22,6 +22,7 @@ from keel.graph import by_purpose
 from keel.models.fake import FunctionProvider
 from keel.server import create_app, serve
 
+from .server_fixtures import wait_healthy
 from .test_server_api import REPLY, ScriptedApp, scripted_app
 
 
@@ -168,15 +169,7 @@ def test_sigterm_lets_a_request_in_flight_finish_then_exits(tmp_path: Path) -> N
     proc = subprocess.Popen([sys.executable, str(script), str(port)], cwd=tmp_path, env=env, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
     try:
-        deadline = time.monotonic() + 90
-        while True:
-            try:
-                if httpx.get(f"{base}/healthz", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            assert proc.poll() is None and time.monotonic() < deadline, proc.stdout.read() if proc.stdout else ""
-            time.sleep(0.2)
+        wait_healthy(base, proc, timeout_s=90, output=lambda: proc.stdout.read() if proc.stdout else "")
         result: dict[str, Any] = {}
 
         def ask() -> None:
