@@ -80,9 +80,15 @@ class Telemetry:
         """Delete traces and audit records older than their retention settings (the stores do it when
         they open; the background writer calls this every RETENTION_EVERY_S for long-running processes)."""
         if self.config.trace_retention_days is not None:
-            self.traces.prune(time.time() - self.config.trace_retention_days * 86400)
+            opened = "traces" in self.__dict__
+            store = self.traces  # opening the store prunes it: only an open one is pruned again
+            if opened:
+                store.prune(time.time() - self.config.trace_retention_days * 86400)
         if self.config.audit.enabled and self.config.audit.retention_days is not None:
-            self.audit.prune()
+            opened = "audit" in self.__dict__
+            ledger = self.audit  # likewise
+            if opened:
+                ledger.prune()
 
     @functools.cached_property
     def costs(self) -> CostStore:
