@@ -195,6 +195,34 @@ def test_a_failed_batch_stays_queued_and_is_written_later(url, no_background_wri
     assert ledger.verify().ok
 
 
+def test_a_flush_waits_for_a_batch_another_thread_is_writing(url, no_background_writer, monkeypatch):
+    """The queue is empty while another thread writes the last batch: flush() (and so the exit
+    flush) must still wait for that write, or the process ends with it half done."""
+    ledger = AuditLedger(open_engine(url))
+    appender = ledger._appender
+    real, writing, release = appender._write, threading.Event(), threading.Event()
+
+    def slow_write(batch):
+        writing.set()
+        release.wait(10)
+        real(batch)
+
+    monkeypatch.setattr(appender, "_write", slow_write)
+    for i in range(3):
+        ledger("route", {"i": i})
+    first = threading.Thread(target=appender.flush)
+    first.start()
+    assert writing.wait(10) and not appender._queue  # the batch is taken: nothing is left queued
+    second = threading.Thread(target=appender.flush)
+    second.start()
+    second.join(0.3)
+    assert second.is_alive()  # still waiting on the write in flight
+    release.set()
+    second.join(10)
+    assert [e[2]["i"] for e in on_disk(url)] == [0, 1, 2]  # on disk once the second flush returned
+    first.join(10)
+
+
 # -- the graph: records that permit an effect are on disk before it ---------------------------------
 
 

@@ -286,7 +286,10 @@ class _Appender:
         try:
             last = self._queue[-1]
         except IndexError:
-            return
+            # an empty queue may still mean a batch in flight: another thread took it and is
+            # writing it; wait for that write (at exit, the process would otherwise end mid-write)
+            with self._flush_lock:
+                return
         self.write_through(last)
 
     def write_through(self, item: _Pending) -> AuditRecord:
