@@ -132,16 +132,17 @@ def _setting(path: str) -> bool:
 
 
 def test_every_setting_the_page_names_exists() -> None:
-    named = set(re.findall(r"`((?:telemetry|budgets|limits|server)\.[a-z_.]+)`", DOC))
+    named = set(re.findall(r"`((?:telemetry|budgets|limits|server|prompts)\.[a-z_.]+)`", DOC))
     assert len(named) >= 20
     missing = sorted(p for p in named if not _setting(p))
     assert not missing, missing
-    table = set(re.findall(r"^\| `((?:telemetry|budgets)\.[a-z_.]+)`", DOC, flags=re.M))
-    from keel.config import AuditSettings, BudgetSettings, TelemetrySettings
+    table = set(re.findall(r"^\| `((?:telemetry|budgets|prompts)\.[a-z_.]+)`", DOC, flags=re.M))
+    from keel.config import AuditSettings, BudgetSettings, PromptSettings, TelemetrySettings
 
     every = ({f"telemetry.{k}" for k in TelemetrySettings.model_fields if k != "audit"}
              | {f"telemetry.audit.{k}" for k in AuditSettings.model_fields}
-             | {f"budgets.{k}" for k in BudgetSettings.model_fields})
+             | {f"budgets.{k}" for k in BudgetSettings.model_fields}
+             | {f"prompts.{k}" for k in PromptSettings.model_fields})
     documented = table | set(re.findall(r"`(budgets\.[a-z]+_usd)`", DOC))
     assert every <= documented, sorted(every - documented)  # the settings table is complete
 

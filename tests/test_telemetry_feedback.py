@@ -64,7 +64,7 @@ def test_an_up_vote_joins_the_curation_queue_with_its_prompt_version_and_route(a
     assert app.telemetry.feedback.few_shot_examples() == []
     app.telemetry.feedback.curate(candidate["id"], accept=True)
     assert app.telemetry.feedback.few_shot_examples("ask@7") == [
-        {"question": "What is keel?", "answer": "A runtime for LLM apps."}
+        {"id": candidate["id"], "question": "What is keel?", "answer": "A runtime for LLM apps."}
     ]
     assert app.telemetry.feedback.few_shot_examples("ask@6") == []
 
@@ -158,7 +158,7 @@ def test_the_cli_curates_and_exports(app):
     assert [(c["id"], c["question"], c["status"]) for c in listed] == [(up.curation_id, "q1", "pending")]
     accepted = runner.invoke(cli, ["curation", "accept", str(up.curation_id), "--json"])
     assert json.loads(accepted.stdout) == {"id": up.curation_id, "status": "accepted"}
-    assert fb.few_shot_examples() == [{"question": "q1", "answer": "a1"}]
+    assert fb.few_shot_examples() == [{"id": up.curation_id, "question": "q1", "answer": "a1"}]
     assert runner.invoke(cli, ["curation", "reject", "999"]).exit_code != 0
     exported = runner.invoke(cli, ["curation", "evals", "--out", "cases.jsonl", "--json"])
     assert json.loads(exported.stdout) == {"cases": 1, "file": "cases.jsonl"}

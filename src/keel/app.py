@@ -26,6 +26,7 @@ if TYPE_CHECKING:
     from .jobs import JobQueue
     from .knowledge import IngestReport, KnowledgeBase, SearchHit, SearchMode
     from .knowledge.ingest import Progress
+    from .prompts import CuratedExamples
     from .telemetry import Telemetry
     from .tools import Approval
 
@@ -88,7 +89,24 @@ class App:
 
         search = getattr(self, "search", None)
         retriever = SearchFunctionRetriever(search) if callable(search) else None
-        return build_runtime(self.settings, self.gateway, retriever=retriever, audit=self.audit)
+        return build_runtime(self.settings, self.gateway, retriever=retriever, audit=self.audit,
+                             curated=self.curated_examples)
+
+    @functools.cached_property
+    def curated_examples(self) -> CuratedExamples | None:
+        """Up-voted answers a curator accepted (``keel curation accept``), shown in the fast path's
+        answer prompts when a question is like theirs (``prompts:`` settings); None when switched off."""
+        from .prompts import CuratedExamples
+
+        config = self.settings.prompts
+        if not config.curated_examples:
+            return None
+        return CuratedExamples(
+            lambda: self.telemetry.feedback.few_shot_examples(),
+            k=config.curated_examples,
+            min_similarity=config.curated_min_similarity,
+            refresh_s=config.curated_refresh_s,
+        )
 
     # -- the request graph -------------------------------------------------------------
 

@@ -37,6 +37,7 @@ __all__ = [
     "KnowledgeSettings",
     "LimitSettings",
     "ModelConfig",
+    "PromptSettings",
     "RouterSettings",
     "Settings",
     "StateSettings",
@@ -274,6 +275,17 @@ class GuardrailSettings(_Strict):
     min_source_score: float = 0.0
 
 
+class PromptSettings(_Strict):
+    #: accepted feedback examples (``keel curation accept``) shown in a fast-path answer prompt,
+    #: per question; 0 shows none
+    curated_examples: int = Field(2, ge=0, le=8)
+    #: an example is shown only when its question is at least this similar to the one asked
+    #: (cosine over the router's hashed bag of words: 1 is the same wording)
+    curated_min_similarity: float = Field(0.3, ge=0, le=1)
+    #: how often a process re-reads the accepted examples, in seconds
+    curated_refresh_s: float = Field(30.0, ge=0)
+
+
 def _default_models() -> dict[str, ModelConfig]:
     return {"local": ModelConfig(provider="local", model="SmolLM2-135M-Instruct")}
 
@@ -412,6 +424,7 @@ class Settings(BaseSettings):
     tools: ToolSettings = ToolSettings()
     router: RouterSettings = RouterSettings()
     guardrails: GuardrailSettings = GuardrailSettings()
+    prompts: PromptSettings = PromptSettings()
     server: ServerSettings = ServerSettings()
     jobs: JobSettings = JobSettings()
 

@@ -87,6 +87,10 @@ guardrails:
   max_input_chars: 8000
   block_patterns: []
 
+prompts:
+  curated_examples: 2          # accepted feedback answers (keel curation accept) shown as examples
+  curated_min_similarity: 0.3  # ... only for questions this like theirs
+
 telemetry:
   enabled: true
   capture_content: true        # false keeps prompts and answers out of traces

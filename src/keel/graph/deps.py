@@ -17,7 +17,7 @@ from ..config import Settings
 from ..guardrails import QualityGuard
 from ..knowledge.types import Retriever
 from ..models.gateway import Gateway
-from ..prompts import FewShotSelector, PromptLibrary
+from ..prompts import CuratedExamples, FewShotSelector, PromptLibrary
 from ..router import Router
 from ..tools import ApprovalStore, ToolContext, ToolRegistry
 from .tracing import default_tracer
@@ -56,6 +56,8 @@ class GraphDeps:
     retriever: Retriever | None = None
     audit: AuditHook = no_audit
     tracer: Tracer = field(default_factory=default_tracer)
+    #: accepted feedback examples for the fast path's answer prompts (None: none)
+    curated: CuratedExamples | None = None
     #: retrieved passages per question
     k: int = 4
     #: roles of the gateway's model chains

@@ -26,7 +26,7 @@ from ..errors import ConfigError, MissingDependency
 from ..guardrails import QualityGuard
 from ..knowledge.types import Retriever, SearchHit
 from ..models.gateway import Gateway
-from ..prompts import FewShotSelector, PromptLibrary, load_examples
+from ..prompts import CuratedExamples, FewShotSelector, PromptLibrary, load_examples
 from ..router import HashedBagOfWords, Router, load_classifier
 from ..tools import ApprovalStore, Tool, ToolContext, Workspace, build_registry
 from ..tools.approvals import StateUnavailable, redacted
@@ -202,6 +202,7 @@ def build_runtime(
     approvals: ApprovalStore | None = None,
     guard: QualityGuard | None = None,
     kb: str = "default",
+    curated: CuratedExamples | None = None,
 ) -> GraphRuntime:
     tools = build_registry(settings.tools, extra_tools)
     deps = GraphDeps(
@@ -217,6 +218,7 @@ def build_runtime(
         retriever=retriever,
         audit=audit,
         tracer=tracer or default_tracer(),
+        curated=curated,
     )
     if "judge" not in gateway.chains:
         deps.judge_role = "fast"

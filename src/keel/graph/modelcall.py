@@ -27,6 +27,7 @@ def call_model(
     messages: list[Message],
     json_schema: dict[str, Any] | None = None,
     max_tokens: int = 256,
+    attributes: dict[str, Any] | None = None,
 ) -> tuple[ChatResponse, dict[str, Any]]:
     """Call the role's model chain; return the response and the state update for usage, models, prompts."""
     metadata = {
@@ -59,6 +60,7 @@ def call_model(
             SA.INPUT_VALUE: messages[-1].content[:2000],
             "keel.role": role,
             "keel.purpose": purpose,
+            **(attributes or {}),
         },
     ) as current:
         response = deps.gateway.chat(request, role=role)

@@ -35,10 +35,14 @@ def fast_answer(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     sources = state.get("sources") or []
     if state.get("needs_kb") and not sources:
         return {"producer": "fast", "refusal": _no_sources_refusal(state), "draft": ""}
+    examples = deps.curated.select(state["question"]) if deps.curated is not None else []
     if sources:
-        prompt = deps.prompts.render("answer_sources", sources=focused_sources(state["question"], sources))
+        prompt = deps.prompts.render(
+            "answer_sources", sources=focused_sources(state["question"], sources), examples=examples
+        )
     else:
-        prompt = deps.prompts.render("answer_chat", history=bool(state.get("history")))
+        prompt = deps.prompts.render("answer_chat", history=bool(state.get("history")), examples=examples)
+    shown = [e["id"] for e in examples]
     messages = [
         Message(role="system", content=prompt.text, cache_breakpoint=True),
         *_history_messages(state),
@@ -59,11 +63,15 @@ def fast_answer(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
         messages=messages,
         json_schema=state.get("schema"),
         max_tokens=160,
+        attributes={"keel.examples.curated": shown} if shown else None,
     )
     draft = response.text.strip()
     if response.finish_reason == "length" and state.get("schema") is None:
         draft = complete_sentences(draft)
-    return {**accounting, "producer": "fast", "draft": draft}
+    update = {**accounting, "producer": "fast", "draft": draft}
+    if shown:  # which accepted examples the draft saw, for the answer's audit record
+        update["curated_examples"] = shown
+    return update
 
 
 def complete_sentences(text: str) -> str:
@@ -179,16 +187,16 @@ def _judge_draft(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
 
 def respond(state: dict[str, Any], deps: GraphDeps) -> dict[str, Any]:
     answer = state.get("answer", "")
-    deps.audit(
-        "answer",
-        {
-            "request_id": state["request_id"],
-            "route": state.get("route"),
-            "models": state.get("models", []),
-            "prompts": state.get("prompts", {}),
-            "usage": state.get("usage"),
-            "verdict": (state.get("guardrail") or {}).get("verdict"),
-            "answer_sha256": hashlib.sha256(answer.encode()).hexdigest(),
-        },
-    )
+    record = {
+        "request_id": state["request_id"],
+        "route": state.get("route"),
+        "models": state.get("models", []),
+        "prompts": state.get("prompts", {}),
+        "usage": state.get("usage"),
+        "verdict": (state.get("guardrail") or {}).get("verdict"),
+        "answer_sha256": hashlib.sha256(answer.encode()).hexdigest(),
+    }
+    if state.get("curated_examples"):
+        record["curated_examples"] = state["curated_examples"]
+    deps.audit("answer", record)
     return {"history": [{"question": state["question"], "answer": answer}]}

@@ -53,6 +53,8 @@ class GraphState(TypedDict, total=False):
     usage: dict[str, Any]
     models: list[str]
     prompts: dict[str, str]
+    #: ids of the accepted feedback examples the fast path's prompt showed
+    curated_examples: list[int]
     clock_start: float
     paused_at: float
     error: dict[str, Any] | None
@@ -98,6 +100,7 @@ def fresh_request(**request: Any) -> dict[str, Any]:
         "usage": new_usage(),
         "models": [],
         "prompts": {},
+        "curated_examples": [],
         "paused_at": 0.0,
         "error": None,
         "schema": None,

@@ -36,13 +36,20 @@ class FewShotSelector:
         self._matrix = self.featurizer.embed([str(e[key]) for e in examples]) if examples else None
 
     def select(
-        self, query: str, k: int = 3, where: Callable[[dict[str, Any]], bool] | None = None
+        self,
+        query: str,
+        k: int = 3,
+        where: Callable[[dict[str, Any]], bool] | None = None,
+        *,
+        min_similarity: float | None = None,
     ) -> list[dict[str, Any]]:
-        """The ``k`` most similar examples (of those ``where`` accepts), most similar last,
-        closest to the question in the prompt."""
+        """The ``k`` most similar examples (of those ``where`` accepts, and at least
+        ``min_similarity`` cosine to the query), most similar last, closest to the question in the prompt."""
         if self._matrix is None or k <= 0:
             return []
         sims = self._matrix @ self.featurizer.embed([query])[0]
         order = [int(i) for i in np.argsort(-sims, kind="stable")]
+        if min_similarity is not None:
+            order = [i for i in order if sims[i] >= min_similarity]
         best = [i for i in order if where is None or where(self.examples[i])][:k]
         return [self.examples[i] for i in reversed(best)]

@@ -193,11 +193,12 @@ class FeedbackStore:
         if not done:
             raise NotFound(f"no curation candidate {curation_id}", hint="list them with curation_queue()")
 
-    def few_shot_examples(self, prompt_version: str | None = None) -> list[dict[str, str]]:
-        """Accepted candidates as {"question", "answer"} pairs, for the prompt's few-shot selector."""
+    def few_shot_examples(self, prompt_version: str | None = None) -> list[dict[str, Any]]:
+        """Accepted candidates as {"id", "question", "answer"}, for a few-shot selector (keel's
+        answer prompts read them through :class:`keel.prompts.CuratedExamples`)."""
         rows = self.curation_queue("accepted")
         return [
-            {"question": r["question"], "answer": r["answer"]}
+            {"id": r["id"], "question": r["question"], "answer": r["answer"]}
             for r in rows
             if r["question"] and r["answer"] and (prompt_version is None or r["prompt_version"] == prompt_version)
         ]
