@@ -6,12 +6,13 @@ import json
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import pytest
 
-from keel import App
-from keel.errors import ConfigError, ModelTimeout
+from keel import App, _cancel
+from keel.errors import Cancelled, ConfigError, ModelTimeout
 from keel.models import ChatRequest, Message
 from keel.models.local import LocalProvider
 
@@ -86,6 +87,53 @@ def test_timeout_stops_generation(provider):
         provider.chat(_ask("Write a very long story about ships.", max_tokens=2000), timeout=0.2)
     # and the model still works afterwards
     assert provider.chat(_ask("Say yes.", max_tokens=4), timeout=60).text
+
+
+def test_a_cancelled_run_stops_the_model_mid_generation(provider):
+    """The run's token is set from another thread (Ctrl-C, a client gone) while the model writes:
+    llama.cpp stops at its next token, and the call raises Cancelled instead of a partial answer."""
+    request = _ask("Write a very long story about ships.", max_tokens=400)  # runs to the limit (13 s here)
+    llm = provider._llm()[0]
+    prompt_tokens = len(provider._prompt(llm, request.messages)[0])
+    token = _cancel.CancelToken()
+
+    def interrupt_once_it_writes() -> None:  # like Ctrl-C a moment into the answer
+        deadline = time.monotonic() + 60
+        while llm.n_tokens < prompt_tokens + 10 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        token.cancel("interrupted")
+
+    llm.reset()
+    interrupter = threading.Thread(target=interrupt_once_it_writes)
+    reset = _cancel.current.set(token)  # as the runtime makes it current for a run
+    try:
+        interrupter.start()
+        with pytest.raises(Cancelled, match="interrupted"):
+            provider.chat(request, timeout=120)
+    finally:
+        _cancel.current.reset(reset)
+        token.cancel()
+        interrupter.join()
+    generated = llm.n_tokens - prompt_tokens
+    assert 10 <= generated < 200, generated  # stopped mid-way, not after 400 tokens
+    assert provider.chat(_ask("Say yes.", max_tokens=4), timeout=60).text  # and it still answers
+
+
+def test_a_run_cancelled_before_its_call_never_reads_the_prompt(provider):
+    token = _cancel.CancelToken()
+    token.cancel("timeout")
+    llm = provider._llm()[0]
+    provider.chat(_ask("Say yes.", max_tokens=4), timeout=60)
+    before = llm.n_tokens
+    reset = _cancel.current.set(token)
+    try:
+        with pytest.raises(Cancelled):
+            provider.chat(_ask("Write a poem about the sea and its ships.", max_tokens=50), timeout=60)
+        with pytest.raises(Cancelled):
+            list(provider.stream(_ask("Write a poem about the sea and its ships.", max_tokens=50), timeout=60))
+    finally:
+        _cancel.current.reset(reset)
+    assert llm.n_tokens == before  # nothing was evaluated
 
 
 def test_concurrent_calls_are_serialised_safely(provider):

@@ -3,8 +3,9 @@
 Python cannot stop a thread. The HTTP server runs each graph run in a worker thread; when
 nobody will read the answer any more (the request timed out, the client went away) it sets
 the run's :class:`CancelToken`, and the run stops at its next safe point: before a graph node,
-a model call (a gateway retry or fallback included) or a tool call. A call already in flight
-finishes, and is charged.
+a model call (a gateway retry or fallback included) or a tool call. The embedded model checks
+the token after every token it writes and stops there; a remote model or tool call already in
+flight finishes, and is charged.
 
 The runtime makes the token current for the length of the run (a context variable, which
 LangGraph copies into every node it runs), so nodes, the gateway and tools take no extra

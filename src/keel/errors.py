@@ -357,7 +357,8 @@ class Cancelled(RunError):
     passed (``reason`` "timeout"), its HTTP client went away ("client_gone"), someone pressed
     Ctrl-C in ``keel ask`` or ``keel chat`` ("interrupted"), or its background job was cancelled
     ("job_cancelled"). The run stops at a safe point, before a node, model call or tool call;
-    a call already in flight finishes and is charged. Exit 130, as an interrupted command; HTTP
+    the embedded model stops at its next token; a remote model or tool call in flight finishes
+    and is charged. Exit 130, as an interrupted command; HTTP
     499 (nginx's "client closed request"), which only the server's own metrics and logs see."""
 
     exit_code = 130

@@ -19,10 +19,11 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from .. import _cancel
 from ..errors import ConfigError, MissingDependency, ModelTimeout, ModelUnavailable
 from .base import ChatRequest, ChatResponse, Message, StreamChunk, Usage
 
@@ -129,8 +130,8 @@ class LocalProvider:
             "max_tokens": request.max_tokens or 512,
             "stop": stop + list(request.stop),
             "seed": request.seed if request.seed is not None else 0,
-            # llama.cpp cannot be interrupted from outside: stop generating at the deadline
-            "stopping_criteria": StoppingCriteriaList([lambda _ids, _logits: time.monotonic() > deadline]),
+            # llama.cpp cannot be interrupted from outside: it asks after every token whether to stop
+            "stopping_criteria": StoppingCriteriaList([_stop_at(deadline, _cancel.current.get())]),
         }
         if request.json_schema is not None:
             # constrained decoding: the schema becomes a grammar, so the output always parses
@@ -141,11 +142,13 @@ class LocalProvider:
         llm, lock = self._llm()
         deadline = time.monotonic() + timeout
         with lock:
+            _cancel.check_cancelled()  # cancelled while another call held the model: skip reading the prompt
             try:
                 raw = llm.create_completion(**self._kwargs(llm, request, deadline))
             except ValueError as exc:  # e.g. a prompt longer than the context window
                 raise ModelUnavailable(f"{self.name}: {exc}", model=self.name,
                                        hint="shorten the prompt or raise context_window") from None
+        _cancel.check_cancelled()  # generation stopped because nobody waits for it: no partial answer
         if time.monotonic() > deadline:
             raise ModelTimeout(f"{self.name} did not finish within {timeout:g}s", model=self.name)
         choice = raw["choices"][0]
@@ -157,6 +160,7 @@ class LocalProvider:
         llm, lock = self._llm()
         deadline = time.monotonic() + timeout
         with lock:
+            _cancel.check_cancelled()
             kwargs = self._kwargs(llm, request, deadline)
             parts: list[str] = []
             finish = "stop"
@@ -169,6 +173,7 @@ class LocalProvider:
                         yield StreamChunk(text=choice["text"])
             except ValueError as exc:
                 raise ModelUnavailable(f"{self.name}: {exc}", model=self.name) from None
+            _cancel.check_cancelled()
             if time.monotonic() > deadline:
                 raise ModelTimeout(f"{self.name} did not finish within {timeout:g}s", model=self.name)
             output_tokens = len(llm.tokenize("".join(parts).encode("utf-8"), add_bos=False, special=True))
@@ -187,3 +192,10 @@ class LocalProvider:
         except (MissingDependency, ConfigError) as exc:
             return False, str(exc)
         return True, str(path)
+
+
+def _stop_at(deadline: float, token: _cancel.CancelToken | None) -> Callable[[Any, Any], bool]:
+    """llama.cpp's per-token stop check: the deadline passed, or the run was cancelled."""
+    if token is None:
+        return lambda _ids, _logits: time.monotonic() > deadline
+    return lambda _ids, _logits: token.reason is not None or time.monotonic() > deadline
