@@ -78,6 +78,12 @@ def test_a_store_that_cannot_be_read_keeps_the_examples_last_read_and_warns_once
     assert curated.select("hello, how are you today?") == [] and curated.select("tax return due?") == [TAXES]
 
 
+def test_an_example_too_long_for_a_small_models_context_is_never_shown():
+    essay = {"id": 3, "question": "hello, how are you today?", "answer": "Well. " * 300}
+    curated = CuratedExamples(lambda: [essay, GREETING], max_chars=1200)
+    assert curated.select("hello, how are you today?") == [GREETING]
+
+
 def test_k_zero_shows_none_without_reading_the_store():
     curated = CuratedExamples(lambda: pytest.fail("read"), k=0)  # type: ignore[arg-type,return-value]
     assert curated.select("hello") == []

@@ -32,12 +32,14 @@ class CuratedExamples:
         k: int = 2,
         min_similarity: float = 0.3,
         refresh_s: float = 30.0,
+        max_chars: int = 1200,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._load = load
         self.k = k
         self.min_similarity = min_similarity
         self.refresh_s = refresh_s
+        self.max_chars = max_chars
         self._clock = clock
         self._selector = FewShotSelector([])
         self._due = float("-inf")
@@ -69,6 +71,8 @@ class CuratedExamples:
                 self._failing = True
                 return
             self._failing = False
+            # a long answer would crowd the sources out of a small model's context: not an example
+            examples = [e for e in examples if len(e["question"]) + len(e["answer"]) <= self.max_chars]
             if examples != self._selector.examples:
                 self._selector = FewShotSelector(examples)
         finally:
