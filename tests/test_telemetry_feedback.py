@@ -164,3 +164,16 @@ def test_the_cli_curates_and_exports(app):
     assert json.loads(exported.stdout) == {"cases": 1, "file": "cases.jsonl"}
     with open("cases.jsonl", encoding="utf-8") as fh:
         assert [json.loads(line)["question"] for line in fh] == ["q2"]
+
+
+def test_the_cli_lists_accepted_candidates_and_says_where_an_acceptance_goes(app):
+    up = app.telemetry.feedback.record(_answered(app, "q1", "a1"), "up")
+    runner = CliRunner()
+    accepted = runner.invoke(cli, ["curation", "accept", str(up.curation_id)])
+    assert accepted.exit_code == 0
+    assert "accepted: answer prompts show it for questions like it" in " ".join(accepted.output.split())
+    listed = json.loads(runner.invoke(cli, ["curation", "--status", "accepted", "--json"]).stdout)
+    assert [(c["id"], c["status"]) for c in listed] == [(up.curation_id, "accepted")]
+    assert json.loads(runner.invoke(cli, ["curation", "--json"]).stdout) == []  # none pending now
+    bad = runner.invoke(cli, ["curation", "--status", "done"])
+    assert isinstance(bad.exception, InputError) and "unknown status 'done'" in str(bad.exception)

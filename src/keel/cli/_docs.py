@@ -32,6 +32,9 @@ def _section(command: Any, path: list[str], ctx: Any) -> list[str]:
         out += [doc, ""]
     sub_ctx = type(ctx)(command, info_name=path[-1], parent=ctx)
     if hasattr(command, "commands"):
+        params = _params(command)  # a group whose callback lists, say, takes options of its own
+        if params:
+            out += ["```", command.get_usage(sub_ctx).replace("Usage: ", ""), "```", "", *params, ""]
         for sub_name in sorted(command.commands):
             out += _section(command.commands[sub_name], [*path, sub_name], sub_ctx)
         return out

@@ -218,30 +218,45 @@ def _register_curation(app: typer.Typer) -> None:
     curation = typer.Typer(help="Feedback's loop: few-shot candidates to accept, eval cases to export.")
 
     @curation.callback(invoke_without_command=True)
-    def curation_list(ctx: typer.Context, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-        """Up-voted answers waiting to become few-shot examples."""
+    def curation_list(
+        ctx: typer.Context,
+        status: Annotated[
+            str, typer.Option(help="pending (waiting for a decision), accepted (shown as examples) or rejected")
+        ] = "pending",
+        config: ConfigOption = None,
+        as_json: JsonOption = False,
+    ) -> None:
+        """Up-voted answers waiting to become few-shot examples (--status accepted: those that are)."""
         if ctx.invoked_subcommand is not None:
             return
-        rows = make_app(config).telemetry.feedback.curation_queue()
+        if status not in ("pending", "accepted", "rejected"):
+            raise InputError(f"unknown status {status!r}", hint="use pending, accepted or rejected")
+        rows = make_app(config).telemetry.feedback.curation_queue(status)
         if as_json:
             print_json(rows)
             return
         if not rows:
-            console.print("no candidates: up-vote good answers with `keel feedback TRACE_ID up`")
+            console.print(f"no {status} candidates: up-vote good answers with `keel feedback TRACE_ID up`")
         for r in rows:
             console.print(f"{r['id']:>5}  [{r['prompt_version'] or '-'}]  {r['question']!r} -> {r['answer']!r}")
 
     def _decide(candidate_id: int, accept: bool, config: Path | None, as_json: bool) -> None:
-        make_app(config).telemetry.feedback.curate(candidate_id, accept=accept)
+        app = make_app(config)
+        app.telemetry.feedback.curate(candidate_id, accept=accept)
         status = "accepted" if accept else "rejected"
         if as_json:
             print_json({"id": candidate_id, "status": status})
+        elif not accept:
+            console.print(f"candidate {candidate_id} rejected")
+        elif app.settings.prompts.curated_examples:
+            console.print(f"candidate {candidate_id} accepted: answer prompts show it for questions like it "
+                          f"(within {app.settings.prompts.curated_refresh_s:g}s in a running server)")
         else:
-            console.print(f"candidate {candidate_id} {status}")
+            console.print(f"candidate {candidate_id} accepted (not shown: prompts.curated_examples is 0)")
 
     @curation.command("accept")
     def curation_accept(candidate_id: int, config: ConfigOption = None, as_json: JsonOption = False) -> None:
-        """Make a candidate a few-shot example."""
+        """Make a candidate a few-shot example: answer prompts show it for questions like it."""
         _decide(candidate_id, True, config, as_json)
 
     @curation.command("reject")
