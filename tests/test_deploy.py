@@ -265,7 +265,10 @@ def test_chart_environment_loads_into_settings(monkeypatch: pytest.MonkeyPatch, 
     # the variables the chart's helper always sets
     helpers = (CHART / "templates" / "_helpers.tpl").read_text()
     fixed = dict(re.findall(r"- name: (KEEL_\w+)\n\s+value: (/\S+)", helpers))
-    assert fixed == {"KEEL_HOME": "/data", "KEEL_CONFIG": "/etc/keel/keel.yaml"}
+    # (KEEL_PROMPTS__DIR only with promptTemplates: see test_chart_prompt_templates_reach_keel_from_the_configmap)
+    assert fixed == {"KEEL_HOME": "/data", "KEEL_CONFIG": "/etc/keel/keel.yaml",
+                     "KEEL_PROMPTS__DIR": "/etc/keel/prompts"}
+    del fixed["KEEL_PROMPTS__DIR"]
     assert "- name: KEEL_SERVER__PORT\n  value: {{ .Values.api.port | quote }}" in helpers
     env["KEEL_HOME"] = fixed["KEEL_HOME"]
     env["KEEL_SERVER__PORT"] = str(vals["api"]["port"])
@@ -467,3 +470,39 @@ def test_chart_renders_and_the_rendered_objects_agree_with_keel(monkeypatch: pyt
     assert kinds == ["ConfigMap", "Deployment", "Deployment", "HorizontalPodAutoscaler", "Service"]
     api = next(d for d in scaled if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-api"))
     assert "replicas" not in api["spec"]
+
+
+def test_chart_prompt_templates_reach_keel_from_the_configmap(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """`promptTemplates` become files under the config mount and `prompts.dir` points there, so
+    every replica renders the same override without a shared volume."""
+    from keel.graph.factory import build_router
+    from keel.prompts import PromptLibrary
+
+    text = "You are the support assistant of Example Corp.{% if examples %} See the examples.{% endif %}\n"
+    docs = _render_chart({"promptTemplates": {"answer_chat": text}})
+    configmap = next(d for d in docs if d["kind"] == "ConfigMap")
+    api = next(d for d in docs if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-api"))
+    pod = api["spec"]["template"]["spec"]
+    container = pod["containers"][0]
+    [volume] = [v for v in pod["volumes"] if v["name"] == "config"]
+    [mount] = [m for m in container["volumeMounts"] if m["name"] == "config"]
+    # lay the ConfigMap out as the kubelet would: each item's key at its path under the mount
+    root = tmp_path / mount["mountPath"].lstrip("/")
+    for item in volume["configMap"]["items"]:
+        (root / item["path"]).parent.mkdir(parents=True, exist_ok=True)
+        (root / item["path"]).write_text(configmap["data"][item["key"]])
+    env = {e["name"]: e["value"] for e in container["env"] if "value" in e}
+    assert env["KEEL_PROMPTS__DIR"] == f"{mount['mountPath']}/prompts"
+    settings = load_with_env(monkeypatch, {"KEEL_PROMPTS__DIR": str(root / "prompts")},
+                             config=root / "keel.yaml")
+    library = PromptLibrary(settings.prompts_dir, required=True)
+    rendered = library.render("answer_chat", history=False, examples=[])
+    assert rendered.text == "You are the support assistant of Example Corp."
+    assert library.get("answer_chat").origin == str(root / "prompts" / "answer_chat.j2")
+    build_router(settings)  # the rest of the config still loads
+    # without templates, the whole ConfigMap is mounted and prompts.dir is not set
+    plain = _render_chart(None)
+    api = next(d for d in plain if d["kind"] == "Deployment" and d["metadata"]["name"].endswith("-api"))
+    assert "KEEL_PROMPTS__DIR" not in {e["name"] for e in api["spec"]["template"]["spec"]["containers"][0]["env"]}
+    assert "items" not in next(v for v in api["spec"]["template"]["spec"]["volumes"] if v["name"] == "config")[
+        "configMap"]

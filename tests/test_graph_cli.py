@@ -154,3 +154,26 @@ def test_router_train_on_user_labels(env: dict[str, Any], capsys: Any, monkeypat
     assert code == 0 and report["examples"] == len(bundled_examples()) + 20 and report["holdout_accuracy"] > 0.6
     code, decision = keel(capsys, monkeypatch, "router", "explain", "frobnicate the widget")
     assert decision["label"] == "agent" and decision["stage"] == "classifier"
+
+
+def test_router_model_path_is_where_training_writes_and_serving_reads(
+    env: dict[str, Any], capsys: Any, monkeypatch: Any, tmp_path: Path
+) -> None:
+    """router.model_path (relative to keel.yaml) replaces <home>/router/model.npz: a model baked
+    into an image or on a read-only mount is shared without a volume."""
+    from keel.config import load_settings
+    from keel.errors import ConfigError
+    from keel.graph.factory import build_router
+
+    monkeypatch.setenv("KEEL_ROUTER__MODEL_PATH", "models/router.npz")
+    settings = load_settings(tmp_path / "keel.yaml")
+    assert settings.router_model == tmp_path / "models" / "router.npz"
+    with pytest.raises(ConfigError, match="router.model_path .*router.npz does not exist"):
+        build_router(settings)
+    labels = tmp_path / "labels.jsonl"
+    labels.write_text("\n".join(json.dumps({"text": f"frobnicate the widget {i}", "label": "agent"})
+                                for i in range(20)))
+    code, report = keel(capsys, monkeypatch, "router", "train", "--labels", str(labels))
+    assert code == 0 and report["path"] == str(tmp_path / "models" / "router.npz")
+    assert not (env["home"] / "router" / "model.npz").exists()
+    assert build_router(settings).decide("frobnicate the widget").label == "agent"

@@ -56,3 +56,33 @@ def test_few_shot_picks_the_most_similar_examples_last() -> None:
     only_final = selector.select("delete x", k=2, where=lambda e: e["action"]["tool"] == "final_answer")
     assert {e["action"]["tool"] for e in only_final} == {"final_answer"}
     assert FewShotSelector([]).select("x") == []
+
+
+def test_prompts_dir_is_read_relative_to_the_config_and_must_exist(tmp_path: Path, keel_home: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.config import load_settings
+    from keel.graph import build_runtime
+    from keel.models.gateway import Gateway
+
+    config = tmp_path / "keel.yaml"
+    config.write_text("prompts:\n  dir: shared-prompts\n")
+    settings = load_settings(config)
+    assert settings.prompts_dir == tmp_path / "shared-prompts"
+    gateway = Gateway.__new__(Gateway)  # build_runtime only stores it; no model is called here
+    gateway.chains = {}
+    with pytest.raises(ConfigError, match="prompts.dir .*shared-prompts is not a folder"):
+        build_runtime(settings, gateway)
+    (tmp_path / "shared-prompts").mkdir()
+    (tmp_path / "shared-prompts" / "answer_chat.j2").write_text("Be terse.")
+    runtime = build_runtime(settings, gateway)
+    assert runtime.deps.prompts.render("answer_chat").text == "Be terse."
+
+
+def test_a_template_that_replaces_no_built_in_is_named_in_a_warning(tmp_path: Path, caplog) -> None:
+    (tmp_path / "answer_sources.j2").write_text("Quote.")
+    (tmp_path / "anwser_chat.j2").write_text("Be terse.")  # misspelt: keel would never read it
+    with caplog.at_level("WARNING", logger="keel.prompts"):
+        PromptLibrary(tmp_path)
+    [record] = caplog.records
+    assert "replace no built-in: anwser_chat (built-ins: agent_step, answer_chat" in record.getMessage()
+    assert PromptLibrary(tmp_path / "missing").render("reask", problems=[]).name == "reask"  # default: optional

@@ -133,3 +133,17 @@ def test_features_are_stable_across_processes() -> None:
     v = HashedBagOfWords(dim=64).embed(["delete notes.txt"])[0]
     assert np.isclose(np.linalg.norm(v), 1.0) and np.count_nonzero(v) > 5
     assert np.array_equal(v, HashedBagOfWords(dim=64).embed(["delete notes.txt"])[0])
+
+
+def test_a_read_only_home_still_gets_the_bundled_router(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The fitted bundled model is cached beside the user's model; a home that refuses the write
+    (readOnlyRootFilesystem, a read-only mount) costs a refit, never a failed start."""
+    from keel.router import training
+
+    def refuse(self: SoftmaxClassifier, path: Path) -> None:
+        raise PermissionError(f"[Errno 30] Read-only file system: {path}")
+
+    monkeypatch.setattr(training, "_fitted", {})
+    monkeypatch.setattr(SoftmaxClassifier, "save", refuse)
+    model = load_classifier(tmp_path / "router" / "model.npz", HashedBagOfWords())
+    assert model.weights.shape[0] == HashedBagOfWords().dim and not (tmp_path / "router").exists()

@@ -261,6 +261,9 @@ class RouterSettings(_Strict):
     judge: bool = True
     #: questions with more words than this take the agent loop
     long_question_words: int = Field(60, ge=5)
+    #: the trained router (``keel router train`` writes it); None: <home>/router/model.npz.
+    #: Set it to a file baked into the image, or on a read-only mount, to share it without a volume
+    model_path: Path | None = None
 
 
 class GuardrailSettings(_Strict):
@@ -276,6 +279,9 @@ class GuardrailSettings(_Strict):
 
 
 class PromptSettings(_Strict):
+    #: a folder of ``<name>.j2`` templates that replace keel's built-ins by name; None: <home>/prompts.
+    #: The Helm chart mounts its ``promptTemplates`` here, so replicas need no shared volume for them
+    dir: Path | None = None
     #: accepted feedback examples (``keel curation accept``) shown in a fast-path answer prompt,
     #: per question; 0 shows none
     curated_examples: int = Field(2, ge=0, le=8)
@@ -449,6 +455,23 @@ class Settings(BaseSettings):
             return self.home
         base = self.config_path.parent if self.config_path else Path.cwd()
         return base / ".keel"
+
+    def resolve(self, path: Path) -> Path:
+        """A path from the config file: relative ones are relative to the file's folder."""
+        if path.is_absolute():
+            return path
+        return (self.config_path.parent if self.config_path else Path.cwd()) / path
+
+    @property
+    def prompts_dir(self) -> Path:
+        """Where prompt templates that replace the built-ins live (``prompts.dir``)."""
+        return self.resolve(self.prompts.dir) if self.prompts.dir else self.data_dir / "prompts"
+
+    @property
+    def router_model(self) -> Path:
+        """The trained router's file (``router.model_path``)."""
+        path = self.router.model_path
+        return self.resolve(path) if path else self.data_dir / "router" / "model.npz"
 
     @property
     def workspace(self) -> Path:

@@ -70,6 +70,7 @@ knowledge:
 router:
   judge: true                  # ask the cheap model only when the classifier is unsure
   judge_below: 0.55
+  # model_path: router.npz     # where `keel router train` writes (default: <home>/router/model.npz)
 
 limits:                        # end a runaway run with a typed error, never a hang
   max_steps: 8
@@ -90,6 +91,7 @@ guardrails:
 prompts:
   curated_examples: 2          # accepted feedback answers (keel curation accept) shown as examples
   curated_min_similarity: 0.3  # ... only for questions this like theirs
+  # dir: prompts               # templates replacing the built-ins by name (default: <home>/prompts)
 
 telemetry:
   enabled: true

@@ -62,7 +62,7 @@ class SearchFunctionRetriever:
 
 
 def router_model_path(settings: Settings) -> Path:
-    return settings.data_dir / "router" / "model.npz"
+    return settings.router_model
 
 
 def sqlite_checkpointer(path: Path) -> Any:
@@ -187,6 +187,11 @@ def postgres_checkpointer(url: str, *, max_connections: int = 4, connect_timeout
 
 def build_router(settings: Settings) -> Router:
     featurizer = HashedBagOfWords()
+    if settings.router.model_path is not None and not settings.router_model.is_file():
+        raise ConfigError(
+            f"router.model_path {settings.router_model} does not exist",
+            hint="train one there with `keel router train FILE`, or unset router.model_path for the default",
+        )
     return Router(load_classifier(router_model_path(settings), featurizer), featurizer, settings.router)
 
 
@@ -213,7 +218,7 @@ def build_runtime(
         tool_context=ToolContext(Workspace(settings.workspace), retriever, kb),
         approvals=approvals or build_approvals(settings),
         guard=guard or QualityGuard(settings.guardrails),
-        prompts=PromptLibrary(settings.data_dir / "prompts"),
+        prompts=PromptLibrary(settings.prompts_dir, required=settings.prompts.dir is not None),
         examples=FewShotSelector(load_examples("agent")),
         retriever=retriever,
         audit=audit,

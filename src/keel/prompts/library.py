@@ -11,6 +11,7 @@ User templates in an override folder replace the built-ins by name.
 from __future__ import annotations
 
 import hashlib
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
@@ -22,6 +23,8 @@ from jinja2.sandbox import SandboxedEnvironment
 from ..errors import ConfigError
 
 __all__ = ["PromptLibrary", "PromptTemplate", "Rendered"]
+
+log = logging.getLogger("keel.prompts")
 
 
 @dataclass(frozen=True)
@@ -59,7 +62,9 @@ class PromptTemplate:
 
 
 class PromptLibrary:
-    def __init__(self, override_dir: Path | None = None) -> None:
+    def __init__(self, override_dir: Path | None = None, *, required: bool = False) -> None:
+        """``override_dir``: templates there replace the built-ins of the same name. ``required``:
+        the folder was named in the settings, so a missing one is a ConfigError, not "no overrides"."""
         self.env = SandboxedEnvironment(
             undefined=jinja2.StrictUndefined,
             autoescape=False,
@@ -71,6 +76,19 @@ class PromptLibrary:
         self.env.policies["json.dumps_kwargs"] = {"sort_keys": False, "ensure_ascii": False}
         self.override_dir = override_dir
         self._cache: dict[str, PromptTemplate] = {}
+        if override_dir is not None:
+            self._check_overrides(override_dir, required)
+
+    def _check_overrides(self, folder: Path, required: bool) -> None:
+        if not folder.is_dir():
+            if required:
+                raise ConfigError(f"prompts.dir {folder} is not a folder",
+                                  hint="create it, or unset prompts.dir to use <home>/prompts")
+            return
+        unknown = sorted(p.stem for p in folder.glob("*.j2") if p.stem not in self.names())
+        if unknown:  # a misspelt override would otherwise be ignored without a word
+            log.warning("prompt templates in %s replace no built-in: %s (built-ins: %s)",
+                        folder, ", ".join(unknown), ", ".join(self.names()))
 
     def _source(self, name: str) -> tuple[str, str]:
         if self.override_dir is not None:

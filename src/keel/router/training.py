@@ -8,6 +8,7 @@ finds it next time.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 from dataclasses import dataclass
@@ -125,7 +126,8 @@ def _bundled(featurizer: Featurizer, cache_dir: Path | None) -> SoftmaxClassifie
     else:
         model = _fit(bundled_examples(), featurizer)
         if cached is not None:
-            model.save(cached)
+            with contextlib.suppress(OSError):  # a read-only home: the cache only saves refitting next start
+                model.save(cached)
     _fitted[key] = model
     return model
 

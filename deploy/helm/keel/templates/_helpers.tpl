@@ -31,6 +31,10 @@ app.kubernetes.io/instance: {{ .Release.Name }}
   value: {{ .Values.api.port | quote }}
 - name: HOME
   value: /tmp
+{{- if .Values.promptTemplates }}
+- name: KEEL_PROMPTS__DIR
+  value: /etc/keel/prompts
+{{- end }}
 {{- range $name, $value := .Values.env }}
 - name: {{ $name }}
   value: {{ $value | quote }}
@@ -50,6 +54,13 @@ app.kubernetes.io/instance: {{ .Release.Name }}
 - name: config
   configMap:
     name: {{ include "keel.fullname" . }}-config
+    {{- with .Values.promptTemplates }}
+    items:
+      - {key: keel.yaml, path: keel.yaml}
+      {{- range $name, $_ := . }}
+      - {key: {{ printf "prompt.%s.j2" $name }}, path: {{ printf "prompts/%s.j2" $name }}}
+      {{- end }}
+    {{- end }}
 - name: data
 {{- if .Values.persistence.enabled }}
   persistentVolumeClaim:
