@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from keel.config import RouterSettings
-from keel.errors import InputError, LimitExceeded
+from keel.errors import ConfigError, InputError, LimitExceeded
 from keel.router import (
     HashedBagOfWords,
     Router,
@@ -147,3 +147,51 @@ def test_a_read_only_home_still_gets_the_bundled_router(tmp_path: Path, monkeypa
     monkeypatch.setattr(SoftmaxClassifier, "save", refuse)
     model = load_classifier(tmp_path / "router" / "model.npz", HashedBagOfWords())
     assert model.weights.shape[0] == HashedBagOfWords().dim and not (tmp_path / "router").exists()
+
+
+def test_a_damaged_router_model_is_a_config_error_naming_the_file_and_the_fix(tmp_path: Path) -> None:
+    path = tmp_path / "router" / "model.npz"
+    path.parent.mkdir()
+    path.write_bytes(b"PK\x03\x04 half a zip")  # a write cut short
+    with pytest.raises(ConfigError, match=r"router model .*model.npz cannot be read") as caught:
+        load_classifier(path, HashedBagOfWords())
+    assert "keel router train" in (caught.value.hint or "")
+
+
+def test_a_damaged_bundled_cache_is_refitted_and_rewritten(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from keel.router import training
+
+    monkeypatch.setattr(training, "_fitted", {})
+    first = load_classifier(tmp_path / "model.npz", HashedBagOfWords())  # no user model: the bundled one, cached
+    [cache] = list(tmp_path.glob("bundled-*.npz"))
+    cache.write_bytes(b"garbage")
+    monkeypatch.setattr(training, "_fitted", {})
+    again = load_classifier(tmp_path / "model.npz", HashedBagOfWords())
+    assert np.allclose(again.weights, first.weights)
+    assert np.allclose(SoftmaxClassifier.load(cache).weights, first.weights)  # written whole again
+
+
+def test_saving_replaces_the_file_whole_and_leaves_no_partial(tmp_path: Path, classifier: SoftmaxClassifier,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    path = tmp_path / "model.npz"
+    classifier.save(path)
+    before = path.read_bytes()
+
+    def fail(*args: object, **kwargs: object) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(np, "savez", fail)
+    with pytest.raises(OSError, match="No space left"):
+        classifier.save(path)
+    assert path.read_bytes() == before and [p.name for p in tmp_path.iterdir()] == ["model.npz"]
+
+
+def test_a_model_trained_for_other_features_is_named_in_a_warning(tmp_path: Path, caplog) -> None:
+    small = HashedBagOfWords(dim=64)
+    examples = bundled_examples()
+    model = SoftmaxClassifier.fit(small.embed([t for t, _ in examples]), [lab for _, lab in examples], epochs=5)
+    model.save(tmp_path / "model.npz")
+    with caplog.at_level("WARNING", logger="keel.router"):
+        used = load_classifier(tmp_path / "model.npz", HashedBagOfWords())
+    assert used.weights.shape[0] == 4096
+    assert "trained for 64 features, not hashed-bow's 4096" in caplog.text

@@ -8,11 +8,15 @@ top probability as "unsure".
 
 from __future__ import annotations
 
+import os
+import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from ..errors import ConfigError
 
 __all__ = ["SoftmaxClassifier"]
 
@@ -45,14 +49,26 @@ class SoftmaxClassifier:
         return _softmax(X @ self.weights + self.bias)
 
     def save(self, path: Path) -> None:
+        """Write whole or not at all: a reader (another replica, the next start) never sees half a file."""
         path.parent.mkdir(parents=True, exist_ok=True)
-        with path.open("wb") as fh:
-            np.savez(fh, labels=np.array(self.labels), weights=self.weights, bias=self.bias)
+        partial = path.with_name(f".{path.name}.{os.getpid()}.partial")
+        try:
+            with partial.open("wb") as fh:
+                np.savez(fh, labels=np.array(self.labels), weights=self.weights, bias=self.bias)
+            os.replace(partial, path)
+        finally:
+            partial.unlink(missing_ok=True)
 
     @classmethod
     def load(cls, path: Path) -> SoftmaxClassifier:
-        with np.load(path, allow_pickle=False) as data:
-            return cls([str(v) for v in data["labels"]], data["weights"], data["bias"])
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                return cls([str(v) for v in data["labels"]], data["weights"], data["bias"])
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as exc:
+            raise ConfigError(
+                f"the router model {path} cannot be read: {exc}",
+                hint="train it again with `keel router train`, or delete the file to use the bundled router",
+            ) from None
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

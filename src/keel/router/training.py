@@ -11,16 +11,19 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import logging
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
-from ..errors import InputError
+from ..errors import ConfigError, InputError
 from .classifier import SoftmaxClassifier
 from .features import Featurizer, HashedBagOfWords
 from .policy import LABELS
+
+log = logging.getLogger("keel.router")
 
 __all__ = ["TrainReport", "bundled_examples", "load_classifier", "load_examples", "split", "train"]
 
@@ -121,9 +124,11 @@ def _bundled(featurizer: Featurizer, cache_dir: Path | None) -> SoftmaxClassifie
     if key in _fitted:
         return _fitted[key]
     cached = cache_dir / f"bundled-{key[0]}-{key[1]}-{key[2]}.npz" if cache_dir else None
+    model = None
     if cached is not None and cached.is_file():
-        model = SoftmaxClassifier.load(cached)
-    else:
+        with contextlib.suppress(ConfigError):  # a damaged cache is refitted and written again
+            model = SoftmaxClassifier.load(cached)
+    if model is None:
         model = _fit(bundled_examples(), featurizer)
         if cached is not None:
             with contextlib.suppress(OSError):  # a read-only home: the cache only saves refitting next start
@@ -139,4 +144,7 @@ def load_classifier(path: Path | None, featurizer: Featurizer) -> SoftmaxClassif
         model = SoftmaxClassifier.load(path)
         if model.weights.shape[0] == featurizer.dim:
             return model
+        log.warning("the router model %s was trained for %d features, not %s's %d: using the bundled "
+                    "router; train it again with `keel router train`",
+                    path, model.weights.shape[0], featurizer.name, featurizer.dim)
     return _bundled(featurizer, path.parent if path is not None else None)
