@@ -321,6 +321,26 @@ def test_a_session_continued_on_another_replica_sees_the_earlier_turns(
 
 
 @pytest.mark.scale
+def test_an_answer_up_voted_on_one_replica_and_accepted_on_another_shapes_the_next_prompt_there(
+    replicas: tuple[App, App, FunctionProvider, FunctionProvider],
+) -> None:
+    """The feedback loop across replicas: the vote, the curator's decision and the next similar
+    question each land on a different process; PostgreSQL is all they share."""
+    a, b, pa, pb = replicas
+    b.curated_examples.refresh_s = 0  # type: ignore[union-attr]  # re-read at every question, not every 30 s
+    assert b.ask("hi", user="bob").answer == "Your name is Ann."  # B has read the (empty) accepted set
+    first = a.ask("hello, how are you today?", user="ann")
+    vote = a.telemetry.feedback.record(first.trace_id, "up")
+    a.telemetry.flush()
+    [candidate] = b.telemetry.feedback.curation_queue()
+    assert candidate["id"] == vote.curation_id
+    b.telemetry.feedback.curate(candidate["id"], accept=True)
+    b.ask("hello, how are you?", user="bob")
+    prompt = [r for r in pb.requests if r.metadata["purpose"] == "answer"][-1].messages[0].content
+    assert "Q: hello, how are you today?\nA: Hello Ann!" in prompt
+
+
+@pytest.mark.scale
 def test_redis_budgets_settle_a_free_models_call(tmp_path: Path, pg_url: str, redis_prefix: str,
                                                  monkeypatch: pytest.MonkeyPatch) -> None:
     import redis
