@@ -338,5 +338,6 @@ def test_the_openapi_document_describes_every_route(client: TestClient) -> None:
     paths = client.get("/openapi.json").json()["paths"]
     assert {"/v1/ask", "/v1/chat/completions", "/v1/approvals", "/v1/approvals/{approval_id}",
             "/v1/approvals/{approval_id}/approve", "/v1/approvals/{approval_id}/reject", "/v1/feedback",
+            "/v1/curation", "/v1/curation/{curation_id}/{decision}",
             "/v1/traces", "/v1/traces/{trace_id}", "/v1/jobs", "/v1/jobs/{job_id}", "/metrics", "/healthz",
             "/readyz"} <= set(paths)

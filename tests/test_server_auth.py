@@ -77,6 +77,8 @@ def test_every_v1_route_and_metrics_need_the_key_but_probes_and_ui_do_not(worksp
             ("POST", "/v1/approvals/apr_x/approve", None),
             ("POST", "/v1/approvals/apr_x/reject", None),
             ("POST", "/v1/feedback", {"trace_id": "t", "rating": "up"}),
+            ("GET", "/v1/curation", None),
+            ("POST", "/v1/curation/1/accept", None),
             ("GET", "/v1/traces", None),
             ("GET", "/v1/traces/t", None),
             ("POST", "/v1/jobs", {"kind": "ask", "payload": {"question": "hi"}}),

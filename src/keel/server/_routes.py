@@ -20,6 +20,7 @@ from ._schemas import (
     AnswerOut,
     ApprovalOut,
     AskRequest,
+    CurationOut,
     ErrorOut,
     FeedbackOut,
     FeedbackRequest,
@@ -162,6 +163,36 @@ def feedback(body: FeedbackRequest, request: Request, who: CallerDep) -> JSONRes
     _trace_tree(app, body.trace_id)
     vote = app.telemetry.feedback.record(body.trace_id, body.rating, comment=body.comment, user_id=who.name)
     return JSONResponse(vote.to_dict(), status_code=201)
+
+
+def _curator(who: Caller) -> None:
+    """Candidates quote other users' questions and answers: only a key that may act for anyone
+    (or a server without keys) reads or decides them."""
+    if who.name is not None and not who.act_as_any:
+        raise Forbidden(f"the API key of {who.name!r} may not curate: candidates quote other users' answers",
+                        hint="use a key made with `keel keys create NAME --act-as-any`, or `keel curation`")
+
+
+@router.get("/curation", responses={200: {"model": list[CurationOut]}, **_errors(403)}, tags=["feedback"])
+def list_curation(
+    request: Request, who: CallerDep, status: Literal["pending", "accepted", "rejected"] = "pending"
+) -> JSONResponse:
+    """Up-voted answers waiting for a curator (``status=accepted``: those the answer prompts show)."""
+    _curator(who)
+    return JSONResponse(keel_app(request).telemetry.feedback.curation_queue(status))
+
+
+@router.post("/curation/{curation_id}/{decision}", responses={200: {"model": CurationOut}, **_errors(403, 404)},
+             tags=["feedback"])
+def decide_curation(
+    curation_id: int, decision: Literal["accept", "reject"], request: Request, who: CallerDep
+) -> JSONResponse:
+    """Accept a candidate (answer prompts show it for questions like it) or reject it."""
+    _curator(who)
+    feedback = keel_app(request).telemetry.feedback
+    feedback.curate(curation_id, accept=decision == "accept")
+    status = "accepted" if decision == "accept" else "rejected"
+    return JSONResponse(next(c for c in feedback.curation_queue(status) if c["id"] == curation_id))
 
 
 @router.get("/traces", responses={200: {"model": list[TraceSummaryOut]}, **_errors()}, tags=["traces"])

@@ -174,6 +174,16 @@ class FeedbackOut(_Out):
     curation_id: int | None = None
 
 
+class CurationOut(_Out):
+    id: int
+    feedback_id: int
+    ts: float
+    status: Literal["pending", "accepted", "rejected"]
+    question: str | None = None
+    answer: str | None = None
+    prompt_version: str | None = None
+
+
 class TraceSummaryOut(_Out):
     trace_id: str
     name: str
