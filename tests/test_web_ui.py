@@ -181,6 +181,14 @@ def test_ask_shows_answer_sources_facts_and_feedback_lands(page: Page, server: d
     votes = _votes(server)
     assert [(v["trace_id"], v["rating"], v["comment"]) for v in votes] == [(trace_id, "up", "clear and cited")]
 
+    # the up-vote waits in the side panel's few-shot candidates; accepting it makes it an example
+    candidate = page.locator(f'#curation [data-curation-id="{votes[0]["curation_id"]}"]')
+    expect(candidate).to_contain_text("When was Pelican Point lighthouse built?")
+    page.locator("#curation-box").screenshot(path=str(SCREENSHOT_DIR / "keel-ui-curation.png"))
+    candidate.get_by_role("button", name=f'Accept candidate {votes[0]["curation_id"]}').click()
+    expect(page.locator("#curation")).to_contain_text("None waiting.")
+    assert [e["id"] for e in _few_shot(server)] == [votes[0]["curation_id"]]
+
     # the trace is listed in the side panel and opens as a span tree
     page.get_by_role("button", name="Show trace").click()
     tree = page.locator("#span-tree")
@@ -195,6 +203,15 @@ def _votes(server: dict[str, Any]) -> list[dict[str, Any]]:
     """The votes in keel's feedback store, read by a separate process through keel's own API."""
     code = ("import json; from keel import App; "
             "print(json.dumps([v.to_dict() for v in App().telemetry.feedback.votes()]))")
+    done = subprocess.run([sys.executable, "-c", code], cwd=server["root"], env=server["env"], capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+
+
+def _few_shot(server: dict[str, Any]) -> list[dict[str, Any]]:
+    """The accepted examples the answer prompts read, from a separate process."""
+    code = "import json; from keel import App; print(json.dumps(App().telemetry.feedback.few_shot_examples()))"
     done = subprocess.run([sys.executable, "-c", code], cwd=server["root"], env=server["env"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
@@ -311,6 +328,7 @@ def test_with_keys_the_page_asks_for_one_and_then_works(browser: Browser, tmp_pa
         ask(page, "hello there")
         expect(page.locator("#answer-status")).to_have_text("answered", timeout=60_000)
         expect(error).to_be_hidden()
+        expect(page.locator("#curation-box")).to_be_hidden()  # ann's key may not curate (403): no panel
         trace_id = page.locator("#trace-id").inner_text()
         # the API lists the trace for the key's holder, and refuses anyone without a key
         listed = httpx.get(f"{base}/v1/traces", headers={"Authorization": f"Bearer {created['key']}"}, timeout=10)

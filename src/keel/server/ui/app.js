@@ -262,6 +262,46 @@
     }
   }
 
+  // -- curation: up-voted answers a curator turns into few-shot examples ------------------
+
+  async function loadCuration() {
+    const box = $("curation-box");
+    const list = $("curation");
+    let items;
+    try {
+      items = await api("GET", "/v1/curation?status=pending");
+    } catch (err) {
+      // a key that may not curate (403) or none yet (401): the panel is not for this user
+      box.hidden = err.status === 403 || err.status === 401;
+      clear(list);
+      if (!box.hidden) list.append(el("li", { class: "muted" }, "Could not load candidates: " + err.message));
+      return;
+    }
+    box.hidden = false;
+    clear(list);
+    if (!items.length) list.append(el("li", { class: "muted" }, "None waiting."));
+    for (const c of items) {
+      const label = "candidate " + c.id;
+      list.append(el("li", { class: "approval-item", "data-curation-id": String(c.id) },
+        el("span", {}, el("strong", {}, c.question || ""), " ", el("span", { class: "muted" }, "→ " + (c.answer || ""))),
+        el("span", { class: "row" },
+          el("button", { type: "button", class: "primary small", "aria-label": "Accept " + label,
+                         onclick: () => curate(c.id, true) }, "Accept"),
+          el("button", { type: "button", class: "small", "aria-label": "Reject " + label,
+                         onclick: () => curate(c.id, false) }, "Reject"))));
+    }
+  }
+
+  async function curate(id, accept) {
+    hideError();
+    try {
+      await api("POST", "/v1/curation/" + encodeURIComponent(id) + (accept ? "/accept" : "/reject"));
+    } catch (err) {
+      showError(err);
+    }
+    loadCuration();
+  }
+
   // -- feedback ------------------------------------------------------------------------
 
   function resetFeedback() {
@@ -281,6 +321,7 @@
       $("thumbs-up").setAttribute("aria-pressed", String(rating === "up"));
       $("thumbs-down").setAttribute("aria-pressed", String(rating === "down"));
       setText("feedback-state", "Thanks: feedback recorded (" + rating + ").");
+      if (rating === "up") loadCuration();  // an up-vote is a new few-shot candidate
     } catch (err) {
       setText("feedback-state", "");
       showError(err);
@@ -363,6 +404,7 @@
   function refreshSide() {
     loadTraces();
     loadApprovals();
+    loadCuration();
   }
 
   // -- asking --------------------------------------------------------------------------
@@ -435,6 +477,7 @@
     $("thumbs-down").addEventListener("click", () => sendFeedback("down"));
     $("traces-refresh").addEventListener("click", loadTraces);
     $("approvals-refresh").addEventListener("click", loadApprovals);
+    $("curation-refresh").addEventListener("click", loadCuration);
     refreshSide();
   }
 
