@@ -199,23 +199,23 @@ def test_ask_shows_answer_sources_facts_and_feedback_lands(page: Page, server: d
     page.screenshot(path=str(SCREENSHOT_DIR / "keel-ui-answer.png"), full_page=True)
 
 
-def _votes(server: dict[str, Any]) -> list[dict[str, Any]]:
-    """The votes in keel's feedback store, read by a separate process through keel's own API."""
-    code = ("import json; from keel import App; "
-            "print(json.dumps([v.to_dict() for v in App().telemetry.feedback.votes()]))")
+def _feedback_store(server: dict[str, Any], expression: str) -> Any:
+    """``expression`` over keel's feedback store (``fb``), evaluated by a separate process through
+    keel's own API, as JSON."""
+    code = f"import json; from keel import App; fb = App().telemetry.feedback; print(json.dumps({expression}))"
     done = subprocess.run([sys.executable, "-c", code], cwd=server["root"], env=server["env"], capture_output=True,
                           text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def _votes(server: dict[str, Any]) -> list[dict[str, Any]]:
+    return _feedback_store(server, "[v.to_dict() for v in fb.votes()]")  # type: ignore[no-any-return]
 
 
 def _few_shot(server: dict[str, Any]) -> list[dict[str, Any]]:
-    """The accepted examples the answer prompts read, from a separate process."""
-    code = "import json; from keel import App; print(json.dumps(App().telemetry.feedback.few_shot_examples()))"
-    done = subprocess.run([sys.executable, "-c", code], cwd=server["root"], env=server["env"], capture_output=True,
-                          text=True, timeout=120)
-    assert done.returncode == 0, done.stderr
-    return json.loads(done.stdout.strip().splitlines()[-1])  # type: ignore[no-any-return]
+    """The accepted examples the answer prompts read."""
+    return _feedback_store(server, "fb.few_shot_examples()")  # type: ignore[no-any-return]
 
 
 def test_model_and_source_markup_is_shown_as_text_never_run(page: Page) -> None:
