@@ -86,3 +86,25 @@ def test_a_template_that_replaces_no_built_in_is_named_in_a_warning(tmp_path: Pa
     [record] = caplog.records
     assert "replace no built-in: anwser_chat (built-ins: agent_step, answer_chat" in record.getMessage()
     assert PromptLibrary(tmp_path / "missing").render("reask", problems=[]).name == "reask"  # default: optional
+
+
+def test_keel_prompts_lists_the_versions_in_use_and_shows_a_source(keel_home: Path) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from keel.cli import app as cli
+
+    runner = CliRunner()
+    built_in = {row["name"]: row for row in json.loads(runner.invoke(cli, ["prompts", "list", "--json"]).stdout)}
+    assert {n: r["version"] for n, r in built_in.items()} == PromptLibrary().versions()
+    (keel_home / "prompts").mkdir(parents=True)
+    (keel_home / "prompts" / "answer_chat.j2").write_text("Be terse.")
+    listed = {row["name"]: row for row in json.loads(runner.invoke(cli, ["prompts", "list", "--json"]).stdout)}
+    assert listed["answer_chat"]["origin"] == str(keel_home / "prompts" / "answer_chat.j2")
+    assert listed["answer_chat"]["version"] == hashlib.sha256(b"Be terse.").hexdigest()[:12]
+    assert listed["reask"] == built_in["reask"]
+    shown = runner.invoke(cli, ["prompts", "show", "answer_chat"])
+    assert shown.exit_code == 0 and shown.stdout.splitlines()[1] == "Be terse."
+    missing = runner.invoke(cli, ["prompts", "show", "nope"])
+    assert isinstance(missing.exception, ConfigError) and "no prompt template named 'nope'" in str(missing.exception)
