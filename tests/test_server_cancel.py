@@ -68,10 +68,10 @@ class HeldModel:
 
 
 def held_app(model: HeldModel, **settings: Any) -> ScriptedApp:
-    """An App on the held model, answering 504 after half a second. It has answered one question
+    """An App on the held model, answering 504 after two seconds. It has answered one question
     already (as another user, not over HTTP, and not counted), so it is built and warm: a request
-    reaches the model well within the timeout, however busy the machine."""
-    settings.setdefault("server", {"request_timeout_s": 0.5})
+    reaches the model well within the timeout (about 50 ms here; a CI run once took over 0.5 s)."""
+    settings.setdefault("server", {"request_timeout_s": 2})
     app = ScriptedApp(
         providers={"held": FunctionProvider(model, name="held")},
         models={"held": {"provider": "fake", "input_price_per_mtok": 0.0, "output_price_per_mtok": PER_TOKEN * 1e6}},
@@ -153,7 +153,7 @@ def test_a_timed_out_run_makes_no_model_call_after_the_504_and_frees_its_budget(
                 assert r.status_code == 504 and r.json()["error"]["code"] == "request_timeout"
             else:
                 assert r.status_code == 504 and r.json() == {
-                    "error": "request_timeout", "message": "no answer within the server's request timeout of 0.5s",
+                    "error": "request_timeout", "message": "no answer within the server's request timeout of 2s",
                     "hint": r.json()["hint"]}
             # the call in flight still holds its reservation: a second call does not fit the budget
             refused = client.post("/v1/ask", json={"question": "What is Python?", "user": "ann"})
