@@ -139,3 +139,25 @@ def test_trace_store_and_costs_on_postgresql(pg_url):
     vote = app.telemetry.feedback.record(trace_id, "up", question="q", answer="a")
     assert vote.curation_id is not None
     app.telemetry.engine.dispose()
+
+
+def test_costs_group_by_the_prompt_version_each_call_used(keel_home):
+    """Which version of a prompt costs what: each graph call's cost row names its template and version."""
+    from keel.graph import by_purpose
+    from keel.models.fake import FunctionProvider
+    from keel.prompts import PromptLibrary
+
+    provider = FunctionProvider(by_purpose({"answer": ["Hello!"], "route_judge": ['{"label": "chat", "why": "hi"}']}),
+                                name="scripted")
+    app = App(providers={"scripted": provider},
+              models={"scripted": {"provider": "fake", "input_price_per_mtok": 1.0, "output_price_per_mtok": 2.0}},
+              roles={"chat": ["scripted"], "fast": ["scripted"]}, gateway={"cache": {"enabled": False}})
+    for _ in range(2):
+        assert app.ask("hello there, how are you?").answer == "Hello!"
+    rows = app.telemetry.costs.summary("prompt")
+    answer_prompt = f"answer_chat@{PromptLibrary().get('answer_chat').version}"
+    assert answer_prompt in {r["key"] for r in rows}
+    assert next(r for r in rows if r["key"] == answer_prompt)["calls"] == 2
+    assert sum(r["cost_usd"] for r in rows) == pytest.approx(app.telemetry.costs.total())
+    listed = json.loads(CliRunner().invoke(cli, ["costs", "--by", "prompt", "--json"]).stdout)
+    assert listed["by"] == "prompt" and answer_prompt in {r["key"] for r in listed["rows"]}

@@ -21,7 +21,7 @@ def test_migrations_create_exactly_the_tables_the_code_uses(tmp_path):
         version = conn.execute(sa.text(f"SELECT version_num FROM {VERSION_TABLE}")).scalar_one()
         mode = conn.exec_driver_sql("PRAGMA journal_mode").scalar_one()
     ours = [d for d in diff if not (d[0] == "remove_table" and d[1].name == VERSION_TABLE)]
-    assert ours == [] and version == "0002" and mode == "wal"
+    assert ours == [] and version == "0003" and mode == "wal"
 
 
 def test_upgrading_twice_is_a_no_op(tmp_path):
@@ -36,6 +36,7 @@ def test_migrations_ship_inside_the_package():
     assert (root / "env.py").is_file() and (root / "script.py.mako").is_file()
     assert (root / "versions" / "0001_telemetry_tables.py").is_file()
     assert (root / "versions" / "0002_span_batches.py").is_file()
+    assert (root / "versions" / "0003_model_call_prompt.py").is_file()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.scale)])
@@ -182,3 +183,31 @@ def test_periodic_chores_run_on_the_writer_thread_and_stop_with_their_owner(capl
     assert "a periodic task failed" in caplog.text
     assert dropped_entry not in _writer._periodic  # its owner is gone: so is the chore
     _writer._periodic[:] = [t for t in _writer._periodic if t[1]() not in (kept.run, failing.run)]
+
+
+def test_cost_rows_written_before_0003_get_their_prompt_from_their_meta(store_url):
+    """`keel costs --by prompt` covers the calls made before the column existed; a row whose meta
+    names no prompt stays without one."""
+    from keel.telemetry._writer import BatchWriter
+    from keel.telemetry.costs import CostStore
+
+    engine = sa.create_engine(store_url)
+    upgrade(engine, "0002")
+    row = {"ts": 100.0, "day": "2026-11-30", "model": "m", "ok": True, "cached": False, "attempt": 1,
+           "latency_ms": 5.0, "input_tokens": 10, "output_tokens": 2, "cached_tokens": 0}
+    with engine.begin() as conn:
+        conn.execute(sa.insert(sa.table("keel_model_calls", *(sa.column(k) for k in (*row, "cost_usd", "meta")))), [
+            {**row, "cost_usd": 0.01, "meta": '{"prompt": "answer_sources", "prompt_version": "00b1a0717d7a"}'},
+            {**row, "cost_usd": 0.02, "meta": '{"prompt": "answer_sources", "prompt_version": "00b1a0717d7a"}'},
+            {**row, "cost_usd": 0.04, "meta": '{"prompt": "route_judge", "prompt_version": "51d70d82d677"}'},
+            {**row, "cost_usd": 0.08, "meta": '{"purpose": "extract"}'},
+        ])
+    upgrade(engine)
+    rows = CostStore(engine, BatchWriter(engine)).summary("prompt")
+    by_prompt = {r["key"]: (r["calls"], r["cost_usd"]) for r in rows}
+    assert by_prompt == {"answer_sources@00b1a0717d7a": (2, 0.03), "route_judge@51d70d82d677": (1, 0.04),
+                         None: (1, 0.08)}
+    upgrade_down(engine, "0002")
+    with engine.connect() as conn:
+        assert "prompt" not in {c["name"] for c in sa.inspect(conn).get_columns("keel_model_calls")}
+    engine.dispose()

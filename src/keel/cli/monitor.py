@@ -135,7 +135,7 @@ def _register_costs(app: typer.Typer) -> None:
         by: Annotated[str, typer.Option("--by", help=f"group by: {', '.join(GROUPINGS)}")] = "model",
         since: SinceOption = None,
     ) -> None:
-        """Spend by model, user, day, session, request, tenant, route or call."""
+        """Spend by model, user, day, session, request, tenant, route, prompt (template@version) or call."""
         rows = make_app(config).telemetry.costs.summary(by, since=parse_since(since))
         if as_json:
             print_json(

@@ -43,6 +43,8 @@ model_calls = sa.Table(
     sa.Column("user_id", sa.String(128)),
     sa.Column("tenant_id", sa.String(128)),
     sa.Column("route", sa.String(32)),
+    #: the call's prompt template and version, "answer_sources@00b1a0717d7a" (migration 0003)
+    sa.Column("prompt", sa.String(80)),
     sa.Column("meta", sa.Text, nullable=False),
 )
 

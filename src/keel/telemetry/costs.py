@@ -24,7 +24,7 @@ from ._writer import BatchWriter
 
 __all__ = ["GROUPINGS", "CostStore", "parse_since"]
 
-Grouping = Literal["call", "request", "session", "user", "tenant", "model", "day", "route"]
+Grouping = Literal["call", "request", "session", "user", "tenant", "model", "day", "route", "prompt"]
 GROUPINGS: dict[str, str] = {
     "call": "id",
     "request": "request_id",
@@ -34,6 +34,7 @@ GROUPINGS: dict[str, str] = {
     "model": "model",
     "day": "day",
     "route": "route",
+    "prompt": "prompt",
 }
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400}
 
@@ -82,8 +83,16 @@ def call_row(record: CallRecord, ctx: SpanContext, ts: float) -> dict[str, Any]:
         "user_id": md.get("user_id"),
         "tenant_id": md.get("tenant_id"),
         "route": md.get("route"),
+        "prompt": _prompt_of(md),
         "meta": dumps(md),
     }
+
+
+def _prompt_of(md: dict[str, Any]) -> str | None:
+    """``name@version`` of the call's prompt template (the column holds 80 characters)."""
+    if md.get("prompt") and md.get("prompt_version"):
+        return f"{md['prompt']}@{md['prompt_version']}"[:80]
+    return None
 
 
 class CostStore:
