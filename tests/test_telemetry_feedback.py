@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import io
 import json
+import time
 
 import pytest
 from opentelemetry import trace
@@ -177,3 +178,22 @@ def test_the_cli_lists_accepted_candidates_and_says_where_an_acceptance_goes(app
     assert json.loads(runner.invoke(cli, ["curation", "--json"]).stdout) == []  # none pending now
     bad = runner.invoke(cli, ["curation", "--status", "done"])
     assert isinstance(bad.exception, InputError) and "unknown status 'done'" in str(bad.exception)
+
+
+def test_votes_compare_prompt_versions_and_routes(app):
+    fb = app.telemetry.feedback
+    for rating, version, route in [("up", "v1", "fast"), ("down", "v1", "fast"), ("down", "v1", "agent"),
+                                   ("up", "v2", "fast"), ("up", "v2", "fast")]:
+        fb.record(_answered(app, "q", "a"), rating, prompt_version=version, route=route)
+    assert fb.stats("prompt") == [
+        {"key": "v1", "votes": 3, "up": 1, "down": 2, "up_share": 0.3333},
+        {"key": "v2", "votes": 2, "up": 2, "down": 0, "up_share": 1.0},
+    ]
+    assert [(r["key"], r["votes"], r["up"]) for r in fb.stats("route")] == [("fast", 4, 3), ("agent", 1, 0)]
+    assert fb.stats("prompt", since=time.time() + 60) == []
+    with pytest.raises(InputError, match="cannot group feedback by 'user'"):
+        fb.stats("user")
+    shown = CliRunner().invoke(cli, ["curation", "stats", "--json"])
+    assert json.loads(shown.stdout)["rows"][0]["key"] == "v1"
+    table = CliRunner().invoke(cli, ["curation", "stats", "--by", "route"])
+    assert table.exit_code == 0 and "75%" in table.stdout

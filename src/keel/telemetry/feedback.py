@@ -176,6 +176,22 @@ class FeedbackStore:
                 for r in conn.execute(q)
             ]
 
+    def stats(self, by: str = "prompt", *, since: float | None = None) -> list[dict[str, Any]]:
+        """Votes per prompt version (``by="prompt"``) or route: ups, downs and the share up, most
+        voted first. Comparing a prompt's versions is how a change to it is judged in production."""
+        column = {"prompt": t.feedback.c.prompt_version, "route": t.feedback.c.route}.get(by)
+        if column is None:
+            raise InputError(f"cannot group feedback by {by!r}", hint="use prompt or route")
+        up = sa.func.sum(sa.case((t.feedback.c.rating > 0, 1), else_=0))
+        q = (sa.select(column.label("key"), sa.func.count().label("votes"), up.label("up"))
+             .group_by(column).order_by(sa.desc("votes"), column))
+        if since is not None:
+            q = q.where(t.feedback.c.ts >= since)
+        with self.engine.connect() as conn:
+            rows = conn.execute(q).all()
+        return [{"key": r.key, "votes": r.votes, "up": int(r.up), "down": r.votes - int(r.up),
+                 "up_share": round(int(r.up) / r.votes, 4)} for r in rows]
+
     def curation_queue(self, status: str = "pending") -> list[dict[str, Any]]:
         """Few-shot candidates (up-voted question/answer pairs) waiting for a person's decision."""
         q = sa.select(t.curation).where(t.curation.c.status == status).order_by(t.curation.c.id)
