@@ -27,7 +27,7 @@ def test_every_metric_setting_and_field_the_page_names_exists() -> None:
     metrics = set(aggregate([], []))
     named = {m for m in re.findall(r"`([a-z_]+\.[a-z_@0-9]+|[a-z_]+_rate)`", DOC) if "." in m or m.endswith("_rate")}
     named -= {"keel.yaml", "dataset.py", "metrics.py", "runner.py", "report.py", "gate.py", "judge.py", "evals.py",
-              "errors.py", "demo.jsonl", "run.judge"}
+              "errors.py", "demo.jsonl", "run.judge", "run.prompts"}  # run.*: report fields
     settings = {m for m in named if m.split(".")[0] in Settings.model_fields}
     for path in settings:  # limits.max_wall_s, tools.approval_ttl_s, ...: real settings
         section, key = path.split(".")

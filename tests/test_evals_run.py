@@ -235,6 +235,33 @@ def test_keel_eval_json_and_out_then_a_regression_exits_9_naming_the_metric(
     assert tolerant.exit_code == 0 and json.loads(tolerant.stdout)["gate"]["ok"]
 
 
+def test_a_gate_names_the_prompts_that_changed_since_its_baseline(
+    monkeypatch: pytest.MonkeyPatch, dataset_file: Path, tmp_path: Path
+) -> None:
+    """A moved metric next to the prompt change that came with it: the report records every template's
+    version, and a gate against a baseline lists the ones that differ."""
+    from keel.prompts import PromptLibrary
+
+    base = tmp_path / "baseline.json"
+    app = make_app()
+    first = invoke(monkeypatch, app, str(dataset_file), "--kb", "default", "--json", "--out", str(base))
+    assert json.loads(first.stdout)["run"]["prompts"] == PromptLibrary().versions()
+    override = app.settings.prompts_dir
+    override.mkdir(parents=True, exist_ok=True)
+    source = PromptLibrary().get("answer_sources").source + "\nBe brief.\n"
+    (override / "answer_sources.j2").write_text(source)
+    again = invoke(monkeypatch, make_app(), str(dataset_file), "--kb", "default", "--baseline", str(base), "--json")
+    gate = json.loads(again.stdout)["gate"]
+    new_version = PromptLibrary(override).get("answer_sources").version
+    assert gate["prompts_changed"] == {"answer_sources": [PromptLibrary().get("answer_sources").version, new_version]}
+    human = invoke(monkeypatch, make_app(), str(dataset_file), "--kb", "default", "--baseline", str(base))
+    assert f"prompts changed since the baseline: answer_sources {PromptLibrary().get('answer_sources').version} " \
+           f"-> {new_version}" in human.stdout
+    (override / "answer_sources.j2").unlink()
+    same = invoke(monkeypatch, make_app(), str(dataset_file), "--kb", "default", "--baseline", str(base), "--json")
+    assert json.loads(same.stdout)["gate"]["prompts_changed"] == {}
+
+
 def test_absolute_gates_with_min_and_max(monkeypatch: pytest.MonkeyPatch, dataset_file: Path) -> None:
     ok = invoke(monkeypatch, make_app(), str(dataset_file), "--kb", "default", "--min", "retrieval.hit@k=1",
                 "--max", "error_rate=0", "--json")

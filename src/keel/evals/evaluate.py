@@ -45,8 +45,19 @@ def evaluate(app: Any, dataset: Dataset, *, options: RunOptions | None = None, t
         "kb": opts.kb,
         "models": dict(settings.roles) if settings is not None else {},
         "settings_fingerprint": settings.fingerprint() if settings is not None else None,
+        "prompts": _prompt_versions(settings),
         "judge": None if grader is None else {"role": grader.role, "models": sorted(grader.models),
                                                "cost_usd": round(grader.cost_usd, 8),
                                                "note": "LLM-as-judge: a model's opinion, not a measurement"},
     }
     return build_report(dataset, cases, results, run=run, tags=tags, limit=limit)
+
+
+def _prompt_versions(settings: Any) -> dict[str, str]:
+    """The version of every prompt template the run used (built in or overridden), so a change in a
+    metric can be put next to the prompt change that came with it."""
+    if settings is None:
+        return {}
+    from ..prompts import PromptLibrary
+
+    return PromptLibrary(settings.prompts_dir).versions()

@@ -52,6 +52,8 @@ class Gate:
     checks: list[dict[str, Any]] = field(default_factory=list)
     #: metrics a limit was set for but that neither run measured
     skipped: list[str] = field(default_factory=list)
+    #: prompt templates whose version differs from the baseline's: {name: [baseline, current]}
+    prompts_changed: dict[str, list[str | None]] = field(default_factory=dict)
 
     @property
     def regressions(self) -> list[dict[str, Any]]:
@@ -59,6 +61,14 @@ class Gate:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "regressions": self.regressions}
+
+
+def _prompts_changed(before: dict[str, str] | None, now: dict[str, str] | None) -> dict[str, list[str | None]]:
+    """Templates whose version moved between two runs (a report from before prompts were recorded: none)."""
+    if not before or not now:
+        return {}
+    return {name: [before.get(name), now.get(name)] for name in sorted(set(before) | set(now))
+            if before.get(name) != now.get(name)}
 
 
 def _known(metrics: dict[str, Any]) -> list[str]:
@@ -137,6 +147,8 @@ def check_gate(report: dict[str, Any], baseline: dict[str, Any] | None = None, *
     if baseline is not None:
         ensure_same_cases(baseline, report["dataset"]["name"], report["dataset"].get("fingerprint"), baseline_name)
         old = baseline["metrics"]
+        gate.prompts_changed = _prompts_changed(baseline.get("run", {}).get("prompts"),
+                                                report.get("run", {}).get("prompts"))
         drops, increases = max_drop or {}, max_increase or {}
         for metric in (*HIGHER_IS_BETTER, *_RATES_UP, *_RELATIVE):
             kind = "drop" if metric in HIGHER_IS_BETTER else ("rise" if metric in _RATES_UP else "increase")

@@ -5,7 +5,8 @@ The JSON report::
     {"format": "keel.eval/1",
      "dataset": {"name", "path", "fingerprint", "cases", "total_cases", "tags", "limit"},
      "run": {"started_at", "finished_at", "duration_s", "k", "concurrency", "timeout_s", "f1_threshold",
-             "kb", "models": {role: [model, ...]}, "settings_fingerprint", "judge"},
+             "kb", "models": {role: [model, ...]}, "settings_fingerprint", "prompts": {name: version},
+             "judge"},
      "metrics": {"pass_rate": 0.8, "retrieval.hit@k": 1.0, ...},
      "cases": [{"id", "passed", "outcome", "scores", "failures", "answer", "route", "verdict",
                 "sources", "trace_id", "latency_ms", "cost_usd", "model_calls", "error", ...}],
@@ -136,6 +137,10 @@ def render_report(report: dict[str, Any], console: Console) -> None:
 
 def render_gate(gate: dict[str, Any], console: Console) -> None:
     against = f" against {gate['baseline']}" if gate.get("baseline") else ""
+    changed = gate.get("prompts_changed") or {}
+    if changed:  # what changed besides the code: the likeliest cause of a moved metric
+        moves = ", ".join(f"{name} {old or '-'} -> {new or '-'}" for name, (old, new) in changed.items())
+        console.print(f"prompts changed since the baseline: {moves}", highlight=False, markup=False, soft_wrap=True)
     if gate["ok"]:
         console.print(f"[green]gate passed[/]{against}: {len(gate['checks'])} checks", highlight=False)
         return
