@@ -197,3 +197,13 @@ def test_votes_compare_prompt_versions_and_routes(app):
     assert json.loads(shown.stdout)["rows"][0]["key"] == "v1"
     table = CliRunner().invoke(cli, ["curation", "stats", "--by", "route"])
     assert table.exit_code == 0 and "75%" in table.stdout
+
+
+def test_each_vote_is_counted_for_prometheus(app):
+    app.telemetry.feedback.record(_answered(app, "q", "a"), "up")
+    app.telemetry.feedback.record(_answered(app, "q", "a"), "down")
+    app.telemetry.feedback.record(_answered(app, "q", "a"), "down", route="agent")
+    text = app.telemetry.metrics.render().decode()
+    assert 'keel_feedback_total{rating="up",route="fast"} 1.0' in text
+    assert 'keel_feedback_total{rating="down",route="fast"} 1.0' in text
+    assert 'keel_feedback_total{rating="down",route="agent"} 1.0' in text

@@ -96,7 +96,7 @@ class Telemetry:
 
     @functools.cached_property
     def feedback(self) -> FeedbackStore:
-        return FeedbackStore(self.engine, self.traces)
+        return FeedbackStore(self.engine, self.traces, on_vote=self.metrics.observe_vote)
 
     @functools.cached_property
     def audit(self) -> AuditLedger:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from typing import IO, Any, Literal
 
@@ -44,9 +45,11 @@ class Vote:
 
 
 class FeedbackStore:
-    def __init__(self, engine: Engine, traces: TraceStore) -> None:
+    def __init__(self, engine: Engine, traces: TraceStore,
+                 on_vote: Callable[[str, str | None], None] | None = None) -> None:
         self.engine = engine
         self.traces = traces
+        self._on_vote = on_vote  # (rating, route) once a vote is stored: the metrics counter
 
     def record(
         self,
@@ -94,6 +97,8 @@ class FeedbackStore:
                         prompt_version=prompt_version,
                     )
                 ).inserted_primary_key[0]
+        if self._on_vote is not None:
+            self._on_vote("up" if score > 0 else "down", route)
         return Vote(
             fid,
             trace_id,

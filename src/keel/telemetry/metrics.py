@@ -45,6 +45,7 @@ class Metrics:
         self.routes = Counter("keel_routes", "Router decisions", ["route"], registry=r)
         self.guardrail = Counter("keel_guardrail_verdicts", "Guardrail verdicts", ["verdict"], registry=r)
         self.budget_rejections = Counter("keel_budget_rejections", "Calls refused by a budget", ["scope"], registry=r)
+        self.feedback = Counter("keel_feedback", "Thumbs up or down on answers", ["rating", "route"], registry=r)
         self.alerts_firing = Gauge(
             "keel_alerts_firing", "1 while an alert rule's condition holds", ["rule"], registry=r
         )
@@ -105,6 +106,10 @@ class Metrics:
         if child is None:
             child = self._children_cache[key] = metric.labels(*labels)
         return child
+
+    def observe_vote(self, rating: str, route: str | None) -> None:
+        """A thumbs up or down: Prometheus can then alert on the share of down-votes."""
+        self.feedback.labels(rating, route or "unknown").inc()
 
     def observe_budget_rejection(self, scope: str) -> None:
         self.budget_rejections.labels(scope).inc()
