@@ -15,6 +15,7 @@ ConfigOption = Annotated[
     Path | None, typer.Option("--config", "-c", help="keel.yaml to use (default: ./keel.yaml or KEEL_CONFIG)")
 ]
 JsonOption = Annotated[bool, typer.Option("--json", help="print machine-readable JSON")]
+SinceOption = Annotated[str | None, typer.Option("--since", help="only since: 24h, 7d, 30m or a date (2026-11-01)")]
 
 console = Console()
 err_console = Console(stderr=True)

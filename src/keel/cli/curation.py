@@ -11,8 +11,7 @@ import typer
 
 from ..errors import InputError
 from ..telemetry.costs import parse_since
-from ._common import ConfigOption, JsonOption, console, make_app, print_json
-from .monitor import SinceOption
+from ._common import ConfigOption, JsonOption, SinceOption, console, make_app, print_json
 
 curation = typer.Typer(
     help="Feedback's loop: few-shot candidates to accept, eval cases to export, votes per prompt version."

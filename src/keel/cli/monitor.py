@@ -13,9 +13,7 @@ from rich.tree import Tree
 from ..errors import InputError
 from ..telemetry.costs import GROUPINGS, parse_since
 from ..telemetry.traces import SpanNode
-from ._common import ConfigOption, JsonOption, console, make_app, print_json
-
-SinceOption = Annotated[str | None, typer.Option("--since", help="only since: 24h, 7d, 30m or a date (2026-11-01)")]
+from ._common import ConfigOption, JsonOption, SinceOption, console, make_app, print_json
 
 
 def _when(ts: float) -> str:
