@@ -105,6 +105,7 @@ def test_keel_prompts_lists_the_versions_in_use_and_shows_a_source(keel_home: Pa
     assert listed["answer_chat"]["version"] == hashlib.sha256(b"Be terse.").hexdigest()[:12]
     assert listed["reask"] == built_in["reask"]
     shown = runner.invoke(cli, ["prompts", "show", "answer_chat"])
-    assert shown.exit_code == 0 and shown.stdout.splitlines()[1] == "Be terse."
+    assert shown.exit_code == 0 and shown.stdout == "Be terse.\n"  # the text alone: redirect it to start an override
+    assert shown.stderr.startswith(f"# answer_chat {listed['answer_chat']['version']} (")
     missing = runner.invoke(cli, ["prompts", "show", "nope"])
     assert isinstance(missing.exception, ConfigError) and "no prompt template named 'nope'" in str(missing.exception)

@@ -42,14 +42,15 @@ def show_cmd(
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
-    """A template's source text, its version and origin."""
+    """A template's exact text on stdout (its name, version and origin on stderr), so
+    `keel prompts show answer_chat > prompts/answer_chat.j2` starts an override."""
     template = _library(config).get(name)
     if as_json:
         print_json({"name": template.name, "version": template.version, "origin": template.origin,
                     "source": template.source})
         return
     # plain echo: the source is shown exactly, never wrapped or styled
-    typer.echo(f"# {template.name} {template.version} ({template.origin})")
+    typer.echo(f"# {template.name} {template.version} ({template.origin})", err=True)
     typer.echo(template.source, nl=not template.source.endswith("\n"))
 
 
