@@ -107,5 +107,10 @@ def test_keel_prompts_lists_the_versions_in_use_and_shows_a_source(keel_home: Pa
     shown = runner.invoke(cli, ["prompts", "show", "answer_chat"])
     assert shown.exit_code == 0 and shown.stdout == "Be terse.\n"  # the text alone: redirect it to start an override
     assert shown.stderr.startswith(f"# answer_chat {listed['answer_chat']['version']} (")
+    # `show --built-in > <folder>/answer_chat.j2`: the shell makes the empty file before keel reads the folder
+    (keel_home / "prompts" / "answer_chat.j2").write_text("")
+    assert runner.invoke(cli, ["prompts", "show", "answer_chat"]).stdout == "\n"
+    own = runner.invoke(cli, ["prompts", "show", "answer_chat", "--built-in"])
+    assert own.stdout == PromptLibrary().get("answer_chat").source
     missing = runner.invoke(cli, ["prompts", "show", "nope"])
     assert isinstance(missing.exception, ConfigError) and "no prompt template named 'nope'" in str(missing.exception)

@@ -39,12 +39,17 @@ def list_cmd(config: ConfigOption = None, as_json: JsonOption = False) -> None:
 @prompts_app.command("show")
 def show_cmd(
     name: Annotated[str, typer.Argument(help="a template name, e.g. answer_sources")],
+    built_in: Annotated[bool, typer.Option("--built-in", help="keel's own template, even when overridden")] = False,
     config: ConfigOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """A template's exact text on stdout (its name, version and origin on stderr), so
-    `keel prompts show answer_chat > prompts/answer_chat.j2` starts an override."""
-    template = _library(config).get(name)
+    `keel prompts show answer_chat --built-in > prompts/answer_chat.j2` starts an override."""
+    from ..prompts import PromptLibrary
+
+    # --built-in also matters when redirecting into the override folder: the shell creates the
+    # (empty) file before keel reads the folder
+    template = (PromptLibrary() if built_in else _library(config)).get(name)
     if as_json:
         print_json({"name": template.name, "version": template.version, "origin": template.origin,
                     "source": template.source})
