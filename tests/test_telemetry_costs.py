@@ -161,3 +161,6 @@ def test_costs_group_by_the_prompt_version_each_call_used(keel_home):
     assert sum(r["cost_usd"] for r in rows) == pytest.approx(app.telemetry.costs.total())
     listed = json.loads(CliRunner().invoke(cli, ["costs", "--by", "prompt", "--json"]).stdout)
     assert listed["by"] == "prompt" and answer_prompt in {r["key"] for r in listed["rows"]}
+    narrow = CliRunner().invoke(cli, ["costs", "--by", "prompt"], env={"COLUMNS": "80"}).stdout
+    cells = "".join(line.split("│")[1].strip() for line in narrow.splitlines() if line.startswith("│"))
+    assert answer_prompt in cells  # folded over lines on a narrow terminal, never cut short

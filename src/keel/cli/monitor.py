@@ -147,7 +147,11 @@ def _register_costs(app: typer.Typer) -> None:
             return
         from rich.table import Table
 
-        table = Table(by, "calls", "errors", "cache hits", "tokens in", "tokens out", "USD")
+        table = Table()
+        # the key is what the table is for: fold it, never cut it to "answer_so…" on a narrow terminal
+        table.add_column(by, overflow="fold")
+        for name in ("calls", "errors", "cache hits", "tokens in", "tokens out", "USD"):
+            table.add_column(name)
         for r in rows:
             table.add_row(
                 str(r["key"] if r["key"] is not None else "-"),
