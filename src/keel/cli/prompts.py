@@ -16,10 +16,9 @@ prompts_app = typer.Typer(help="The prompt templates in use: built-in or your ov
 
 
 def _library(config: ConfigOption) -> PromptLibrary:
-    from ..prompts import PromptLibrary
+    from ..graph.factory import build_prompts
 
-    settings = make_app(config).settings
-    return PromptLibrary(settings.prompts_dir, required=settings.prompts.dir is not None)
+    return build_prompts(make_app(config).settings)
 
 
 @prompts_app.command("list")

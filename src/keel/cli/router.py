@@ -20,12 +20,11 @@ def train_cmd(
     as_json: JsonOption = False,
 ) -> None:
     """Retrain the classifier (bundled labels + yours) and save it under the data directory."""
-    from ..graph.factory import router_model_path
     from ..router import bundled_examples, load_examples, train
 
     settings = make_app(config).settings
     examples = (load_examples(labels) if labels else []) + ([] if only and labels else bundled_examples())
-    _, report = train(examples, save_to=router_model_path(settings))
+    _, report = train(examples, save_to=settings.router_model)
     if as_json:
         print_json(report.__dict__)
         return

@@ -58,6 +58,6 @@ def _prompt_versions(settings: Any) -> dict[str, str]:
     metric can be put next to the prompt change that came with it."""
     if settings is None:
         return {}
-    from ..prompts import PromptLibrary
+    from ..graph.factory import build_prompts
 
-    return PromptLibrary(settings.prompts_dir).versions()
+    return build_prompts(settings).versions()

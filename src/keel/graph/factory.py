@@ -38,9 +38,9 @@ __all__ = [
     "SearchFunctionRetriever",
     "build_approvals",
     "build_checkpointer",
+    "build_prompts",
     "build_runtime",
     "postgres_checkpointer",
-    "router_model_path",
     "sqlite_checkpointer",
     "state_database_url",
 ]
@@ -59,10 +59,6 @@ class SearchFunctionRetriever:
         self, query: str, *, kb: str = "default", k: int = 5, where: dict[str, Any] | None = None
     ) -> list[SearchHit]:
         return self._search(query, kb=kb, k=k)
-
-
-def router_model_path(settings: Settings) -> Path:
-    return settings.router_model
 
 
 def sqlite_checkpointer(path: Path) -> Any:
@@ -192,7 +188,13 @@ def build_router(settings: Settings) -> Router:
             f"router.model_path {settings.router_model} does not exist",
             hint="train one there with `keel router train FILE`, or unset router.model_path for the default",
         )
-    return Router(load_classifier(router_model_path(settings), featurizer), featurizer, settings.router)
+    return Router(load_classifier(settings.router_model, featurizer), featurizer, settings.router)
+
+
+def build_prompts(settings: Settings) -> PromptLibrary:
+    """The templates the settings name: the built-ins, replaced by those in ``prompts.dir`` (which must
+    exist when set) or in ``<home>/prompts``."""
+    return PromptLibrary(settings.prompts_dir, required=settings.prompts.dir is not None)
 
 
 def build_runtime(
@@ -218,7 +220,7 @@ def build_runtime(
         tool_context=ToolContext(Workspace(settings.workspace), retriever, kb),
         approvals=approvals or build_approvals(settings),
         guard=guard or QualityGuard(settings.guardrails),
-        prompts=PromptLibrary(settings.prompts_dir, required=settings.prompts.dir is not None),
+        prompts=build_prompts(settings),
         examples=FewShotSelector(load_examples("agent")),
         retriever=retriever,
         audit=audit,
